@@ -1,0 +1,1 @@
+//! Blob files for large values. (Being written.)

@@ -1,0 +1,32 @@
+//! # escabelo-engine
+//!
+//! The Escabelo storage engine: a log-structured merge tree with a
+//! write-ahead log and group commit, block-based table files with Bloom
+//! filters, leveled compaction, and key-value separation for large values.
+//!
+//! The byte layout of every file is documented next to its code and
+//! collected in `docs/format.md`:
+//! - [`wal`]: the write-ahead log;
+//! - [`table`]: sorted table files;
+//! - [`blob`]: blob files holding large values;
+//! - [`manifest`]: the record of which files are live.
+//!
+//! The engine does no networking; the `escabelo` server crate puts it on a
+//! socket.
+
+#![deny(missing_docs)]
+
+pub mod blob;
+pub mod coding;
+pub mod db;
+pub mod error;
+pub mod fs;
+pub mod limits;
+pub mod options;
+pub mod table;
+pub mod types;
+pub mod wal;
+
+pub use db::{Db, Stats, WriteOp};
+pub use error::{Error, Result};
+pub use options::{Durability, Options};

@@ -1,0 +1,118 @@
+//! Options for opening a database.
+
+use crate::fs::{FsRef, RealFs};
+use crate::limits::VALUE_LEN_MAX_DEFAULT;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// When a write is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Acknowledged once the write-ahead log record is in the operating
+    /// system (a `write` returned). Survives `kill -9` of the process; a
+    /// power loss can lose up to `wal_sync_interval` of writes.
+    #[default]
+    Os,
+    /// Acknowledged only after an fdatasync that covers the record. Survives
+    /// power loss. Concurrent writers share one fsync (group commit).
+    Sync,
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "os" => Ok(Durability::Os),
+            "sync" => Ok(Durability::Sync),
+            other => Err(format!(
+                "unknown durability mode {other:?} (expected os or sync)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Durability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Durability::Os => "os",
+            Durability::Sync => "sync",
+        })
+    }
+}
+
+/// Everything that can be tuned when opening a database.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The data directory (created if missing).
+    pub dir: PathBuf,
+    /// The file system to use; [`RealFs`] outside tests.
+    pub fs: FsRef,
+    /// When writes are acknowledged.
+    pub durability: Durability,
+    /// In [`Durability::Os`] mode, how often the log is fsynced in the
+    /// background.
+    pub wal_sync_interval: Duration,
+    /// Bytes of keys and values in the active memtable before it is frozen
+    /// and flushed to a table file.
+    pub memtable_size: usize,
+    /// Frozen memtables allowed to wait for flush before writers are slowed
+    /// down; at twice this number writers wait for a flush.
+    pub max_immutable_memtables: usize,
+    /// Largest value accepted, in bytes.
+    pub value_len_max: usize,
+    /// Bytes of hot values kept decoded in memory.
+    pub cache_size: usize,
+    /// Period of the background compaction check (on top of the size
+    /// triggers).
+    pub compaction_interval: Duration,
+    /// Values at least this long are stored in blob files; `None` keeps
+    /// every value inline.
+    pub blob_threshold: Option<usize>,
+    /// Target size of a blob file before a new one is started.
+    pub blob_file_size: u64,
+    /// A blob file whose dead share reaches this fraction is rewritten.
+    pub blob_gc_threshold: f64,
+    /// Target size of a table file written by compaction.
+    pub table_file_size: u64,
+    /// Number of level-0 files that triggers a compaction.
+    pub l0_compaction_trigger: usize,
+    /// Number of level-0 files at which writers start to be slowed down.
+    pub l0_slowdown: usize,
+    /// Number of level-0 files at which writers wait for compaction.
+    pub l0_stop: usize,
+    /// Size ratio between adjacent levels.
+    pub level_size_multiplier: u64,
+    /// Target size of the smallest non-zero level.
+    pub base_level_size: u64,
+    /// Preallocate (zero-fill) and recycle log files so an fdatasync needs
+    /// no metadata update.
+    pub wal_preallocate: bool,
+}
+
+impl Options {
+    /// Defaults for a database in `dir` on the real file system.
+    pub fn new(dir: impl Into<PathBuf>) -> Options {
+        Options {
+            dir: dir.into(),
+            fs: Arc::new(RealFs),
+            durability: Durability::Os,
+            wal_sync_interval: Duration::from_millis(100),
+            memtable_size: 64 * 1024 * 1024,
+            max_immutable_memtables: 2,
+            value_len_max: VALUE_LEN_MAX_DEFAULT,
+            cache_size: 64 * 1024 * 1024,
+            compaction_interval: Duration::from_secs(300),
+            blob_threshold: Some(1024),
+            blob_file_size: 64 * 1024 * 1024,
+            blob_gc_threshold: 0.10,
+            table_file_size: 16 * 1024 * 1024,
+            l0_compaction_trigger: 4,
+            l0_slowdown: 12,
+            l0_stop: 24,
+            level_size_multiplier: 10,
+            base_level_size: 16 * 1024 * 1024,
+            wal_preallocate: true,
+        }
+    }
+}
