@@ -17,11 +17,14 @@
 #![deny(missing_docs)]
 
 pub mod blob;
+pub mod cache;
 pub mod coding;
 pub mod db;
 pub mod error;
 pub mod fs;
 pub mod limits;
+pub mod manifest;
+pub mod memtable;
 pub mod options;
 pub mod table;
 pub mod types;
