@@ -1,15 +1,41 @@
-//! The database: the public API of the engine.
+//! The database: the public API of the engine, and the state its threads
+//! share.
 //!
-//! TEMPORARY BODY: an in-memory map standing in for the engine while the
-//! log, tables and compaction are written. The API is the final one.
+//! Threads:
+//! - the **commit thread** ([`commit`]) owns the log: it gathers every
+//!   write waiting in its queue into one batch, appends the batch with one
+//!   `write`, fdatasyncs it in `sync` mode, applies it to the memtable and
+//!   acknowledges it. The next batch forms while that happens;
+//! - the **flush thread** ([`flush`]) writes frozen memtables to table and
+//!   blob files;
+//! - the **compaction thread** ([`crate::compaction`]) merges tables and
+//!   rewrites blob files with too much garbage ([`gc`]);
+//! - in `os` durability mode, the **sync thread** fdatasyncs the log every
+//!   `wal_sync_interval`.
 
+pub(crate) mod commit;
+pub(crate) mod flush;
+pub(crate) mod gc;
+mod open;
+mod read;
+
+pub use read::{KeysIter, ScanIter};
+
+use crate::cache::ValueCache;
 use crate::error::{Error, Result};
+use crate::fs::{DirLock, File, FsRef};
+use crate::manifest::{ManifestWriter, VersionEdit};
+use crate::memtable::Memtable;
 use crate::options::Options;
+use crate::table::Table;
+use crate::blob::BlobReader;
+use crate::version::{SuperVersion, Version};
 use bytes::Bytes;
-use parking_lot::RwLock;
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use parking_lot::{Condvar, Mutex, RwLock};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 
 /// A change submitted to the write path.
 #[derive(Debug, Clone)]
@@ -34,13 +60,13 @@ pub enum WriteOp {
 pub struct Stats {
     /// Memtable flushes completed since open.
     pub flushes: u64,
-    /// Bytes (keys and values) in the active memtable.
+    /// Bytes (keys, values, per-entry overhead) in the active memtable.
     pub memtable_size: u64,
     /// Bytes in frozen memtables waiting for flush.
     pub immutable_memtable_size: u64,
     /// Live table files.
     pub sst_count: u64,
-    /// Bytes in the live write-ahead log segments.
+    /// Bytes of records in the live write-ahead log segments.
     pub wal_size: u64,
     /// Compactions completed since open.
     pub compactions: u64,
@@ -54,9 +80,9 @@ pub struct Stats {
     pub blob_garbage_bytes: u64,
     /// Blob files rewritten by garbage collection since open.
     pub blob_gcs: u64,
-    /// Bytes of every file the engine keeps in its directory.
+    /// Bytes of the files the engine keeps live (tables, blobs, log records).
     pub disk_bytes: u64,
-    /// Bytes written to disk since open (log, tables, blobs, manifest).
+    /// Bytes written to disk since open (log, tables, blobs).
     pub bytes_written: u64,
     /// Bytes of keys and values submitted by users since open.
     pub user_bytes_written: u64,
@@ -66,35 +92,12 @@ pub struct Stats {
     pub cache_misses: u64,
     /// Bytes held by the value cache.
     pub cache_bytes: u64,
-    /// Number of fsync/fdatasync calls on the log since open.
+    /// fdatasync calls on the log since open.
     pub wal_syncs: u64,
-    /// Times writers were delayed or stopped by backpressure since open.
+    /// Write batches delayed or stopped by backpressure since open.
     pub write_stalls: u64,
-}
-
-/// Iterator over `(key, value)` pairs of a prefix scan, in ascending key
-/// order.
-pub struct ScanIter {
-    inner: std::vec::IntoIter<(Bytes, Bytes)>,
-}
-
-impl Iterator for ScanIter {
-    type Item = Result<(Bytes, Bytes)>;
-    fn next(&mut self) -> Option<Self::Item> {
-        self.inner.next().map(Ok)
-    }
-}
-
-/// Iterator over live keys in ascending order.
-pub struct KeysIter {
-    inner: ScanIter,
-}
-
-impl Iterator for KeysIter {
-    type Item = Result<Bytes>;
-    fn next(&mut self) -> Option<Self::Item> {
-        self.inner.next().map(|r| r.map(|(k, _)| k))
-    }
+    /// Number of tables per level.
+    pub level_files: Vec<u64>,
 }
 
 /// Callback run when a submitted write is durable (per the durability
@@ -102,23 +105,166 @@ impl Iterator for KeysIter {
 /// for a delete whether the key existed.
 pub type WriteCallback = Box<dyn FnOnce(Result<bool>) + Send + 'static>;
 
+/// Counters updated by the engine's threads.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub flushes: AtomicU64,
+    pub compactions: AtomicU64,
+    pub blob_gcs: AtomicU64,
+    pub bytes_written: AtomicU64,
+    pub user_bytes_written: AtomicU64,
+    pub wal_syncs: AtomicU64,
+    pub write_stalls: AtomicU64,
+    pub wal_bytes: AtomicU64,
+}
+
+/// State guarded by the version lock: what changes when files come and go.
+pub(crate) struct VersionSet {
+    pub current: Arc<Version>,
+    pub mem: Arc<Memtable>,
+    /// Frozen memtables, oldest first.
+    pub imms: Vec<Arc<Memtable>>,
+    pub manifest: ManifestWriter,
+    pub manifest_number: u64,
+    pub next_file_number: u64,
+    pub log_number: u64,
+    /// Byte sizes of log segments still needed, by number.
+    pub live_logs: Vec<(u64, u64)>,
+    /// Flushed log segments kept for reuse by the commit thread.
+    pub recyclable_logs: Vec<PathBuf>,
+}
+
+impl VersionSet {
+    pub fn new_file_number(&mut self) -> u64 {
+        let n = self.next_file_number;
+        self.next_file_number += 1;
+        n
+    }
+}
+
+/// Everything the engine's threads share.
+pub(crate) struct Shared {
+    pub opts: Options,
+    pub fs: FsRef,
+    pub dir: PathBuf,
+    pub _lock: Box<dyn DirLock>,
+    pub sv: RwLock<Arc<SuperVersion>>,
+    pub vs: Mutex<VersionSet>,
+    /// Signalled when a memtable is frozen, a flush or compaction ends, or
+    /// on shutdown.
+    pub bg_cv: Condvar,
+    pub cache: ValueCache,
+    /// Write sequence number: bumped after each applied batch.
+    pub seq: AtomicU64,
+    pub counters: Counters,
+    /// Set after a fatal write-path error (a failed fsync): writes refused.
+    pub fatal: Mutex<Option<String>>,
+    pub shutdown: AtomicBool,
+    /// The log file being written, for the sync thread.
+    pub wal_file: Mutex<Option<Arc<dyn File>>>,
+    /// The last flush failure, while flushes keep failing (a full disk).
+    pub flush_error: Mutex<Option<String>>,
+    /// When the last write was applied, for flushing an idle memtable.
+    pub last_write: Mutex<std::time::Instant>,
+}
+
+impl Shared {
+    pub fn super_version(&self) -> Arc<SuperVersion> {
+        self.sv.read().clone()
+    }
+
+    /// Publishes the memtables and version in `vs` to readers.
+    pub fn install_super_version(&self, vs: &VersionSet) {
+        let mut imms = vs.imms.clone();
+        imms.reverse();
+        *self.sv.write() = Arc::new(SuperVersion {
+            mem: vs.mem.clone(),
+            imms,
+            version: vs.current.clone(),
+        });
+    }
+
+    /// Makes `edit` durable in the manifest and installs the version it
+    /// produces. Called with the version lock held.
+    pub fn log_and_apply(
+        &self,
+        vs: &mut VersionSet,
+        mut edit: VersionEdit,
+        tables: &[Arc<Table>],
+        blobs: &[Arc<BlobReader>],
+    ) -> Result<()> {
+        edit.next_file_number = Some(vs.next_file_number);
+        let next = vs.current.apply(&edit, tables, blobs)?;
+        if vs.manifest.size() > crate::manifest::MANIFEST_ROLL_SIZE {
+            self.roll_manifest(vs, &next, edit.log_number.unwrap_or(vs.log_number))?;
+        } else {
+            vs.manifest.append(&edit)?;
+        }
+        if let Some(n) = edit.log_number {
+            vs.log_number = n;
+        }
+        vs.current = Arc::new(next);
+        self.install_super_version(vs);
+        Ok(())
+    }
+
+    /// Writes a fresh manifest holding a snapshot of `version` and points
+    /// `CURRENT` at it.
+    pub fn roll_manifest(&self, vs: &mut VersionSet, version: &Version, log_number: u64) -> Result<()> {
+        let number = vs.new_file_number();
+        let mut snap = version.snapshot_edit();
+        snap.log_number = Some(log_number);
+        snap.next_file_number = Some(vs.next_file_number);
+        let name = crate::version::manifest_name(number);
+        let w = ManifestWriter::create(&self.fs, &self.dir.join(&name), &snap)?;
+        crate::manifest::set_current(&self.fs, &self.dir, &name)?;
+        let old = std::mem::replace(&mut vs.manifest, w);
+        let _ = self.fs.remove_file(old.path());
+        vs.manifest_number = number;
+        Ok(())
+    }
+
+    /// Refuses writes after a fatal error.
+    pub fn check_writable(&self) -> Result<()> {
+        if self.shutdown.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        if let Some(reason) = self.fatal.lock().as_ref() {
+            return Err(Error::ReadOnly(reason.clone()));
+        }
+        Ok(())
+    }
+
+    /// Records a fatal error: writes are refused until reopen.
+    pub fn set_fatal(&self, reason: String) {
+        tracing::error!(%reason, "engine is now read-only");
+        let mut f = self.fatal.lock();
+        if f.is_none() {
+            *f = Some(reason);
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Wakes the background threads.
+    pub fn wake_background(&self) {
+        self.bg_cv.notify_all();
+    }
+}
+
 /// An open database. Cheap to clone; all clones share one engine.
 #[derive(Clone)]
 pub struct Db {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    opts: Options,
-    map: RwLock<BTreeMap<Bytes, Bytes>>,
-    closed: AtomicBool,
+    shared: Arc<Shared>,
+    commit: commit::CommitHandle,
+    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 impl std::fmt::Debug for Db {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Db")
-            .field("dir", &self.inner.opts.dir)
-            .finish()
+        f.debug_struct("Db").field("dir", &self.shared.dir).finish()
     }
 }
 
@@ -126,25 +272,12 @@ impl Db {
     /// Opens (creating if needed) the database in `opts.dir`, recovering
     /// from the log after a crash.
     pub fn open(opts: Options) -> Result<Db> {
-        Ok(Db {
-            inner: Arc::new(Inner {
-                opts,
-                map: RwLock::new(BTreeMap::new()),
-                closed: AtomicBool::new(false),
-            }),
-        })
+        open::open(opts)
     }
 
     /// The options the database was opened with.
     pub fn options(&self) -> &Options {
-        &self.inner.opts
-    }
-
-    fn check_open(&self) -> Result<()> {
-        if self.inner.closed.load(Ordering::Acquire) {
-            return Err(Error::Closed);
-        }
-        Ok(())
+        &self.shared.opts
     }
 
     /// Validates a key and value against the limits.
@@ -160,42 +293,46 @@ impl Db {
             )));
         }
         if let Some(v) = value {
-            if v.len() > self.inner.opts.value_len_max {
+            if v.len() > self.shared.opts.value_len_max {
                 return Err(Error::InvalidArgument(format!(
                     "value too long: {} bytes (max {})",
                     v.len(),
-                    self.inner.opts.value_len_max
+                    self.shared.opts.value_len_max
                 )));
             }
         }
         Ok(())
     }
 
-    /// Submits a write; `done` runs (on an engine thread) once it is
+    /// Submits a write; `done` runs (on the commit thread) once it is
     /// acknowledged or has failed. Writes submitted by one thread are
     /// applied in submission order.
     pub fn submit(&self, op: WriteOp, done: WriteCallback) {
-        done(self.apply(op));
+        let (key, value) = match &op {
+            WriteOp::Put { key, value } => (key, Some(value.as_ref())),
+            WriteOp::Delete { key } => (key, None),
+        };
+        if let Err(e) = self.validate(key, value).and_then(|_| self.shared.check_writable()) {
+            done(Err(e));
+            return;
+        }
+        self.commit.submit(op, done);
     }
 
-    fn apply(&self, op: WriteOp) -> Result<bool> {
-        self.check_open()?;
-        match op {
-            WriteOp::Put { key, value } => {
-                self.validate(&key, Some(&value))?;
-                self.inner.map.write().insert(key, value);
-                Ok(true)
-            }
-            WriteOp::Delete { key } => {
-                self.validate(&key, None)?;
-                Ok(self.inner.map.write().remove(&key).is_some())
-            }
-        }
+    fn submit_wait(&self, op: WriteOp) -> Result<bool> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.submit(
+            op,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        rx.recv().unwrap_or(Err(Error::Closed))
     }
 
     /// Sets `key` to `value`, blocking until acknowledged.
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
-        self.apply(WriteOp::Put {
+        self.submit_wait(WriteOp::Put {
             key: Bytes::copy_from_slice(key),
             value: Bytes::copy_from_slice(value),
         })
@@ -204,7 +341,7 @@ impl Db {
 
     /// Deletes `key`, blocking until acknowledged; returns whether it existed.
     pub fn delete(&self, key: &[u8]) -> Result<bool> {
-        self.apply(WriteOp::Delete {
+        self.submit_wait(WriteOp::Delete {
             key: Bytes::copy_from_slice(key),
         })
     }
@@ -212,55 +349,100 @@ impl Db {
     /// Reads the current value of `key`.
     pub fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
         self.check_open()?;
-        Ok(self.inner.map.read().get(key).cloned())
+        read::get(&self.shared, key)
     }
 
     /// Streams every live `(key, value)` whose key starts with `prefix`, in
-    /// ascending key order. An empty prefix lists everything.
+    /// ascending key order. An empty prefix lists everything. The scan sees
+    /// the database as it was when it started.
     pub fn scan_prefix(&self, prefix: &[u8]) -> Result<ScanIter> {
         self.check_open()?;
-        let m = self.inner.map.read();
-        let v: Vec<_> = m
-            .range(Bytes::copy_from_slice(prefix)..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        Ok(ScanIter {
-            inner: v.into_iter(),
-        })
+        ScanIter::new(self.shared.clone(), prefix)
     }
 
     /// Streams every live key in ascending order.
     pub fn keys(&self) -> Result<KeysIter> {
-        Ok(KeysIter {
-            inner: self.scan_prefix(b"")?,
-        })
+        self.check_open()?;
+        KeysIter::new(self.shared.clone())
     }
 
-    /// Writes the active memtable to a table file and waits for it.
+    /// Freezes the active memtable and waits until every frozen memtable is
+    /// written to table files.
     pub fn flush(&self) -> Result<()> {
-        self.check_open()
+        self.check_open()?;
+        self.commit.control_wait(commit::Control::Rotate)?;
+        flush::wait_flushed(&self.shared)
     }
 
     /// Makes every acknowledged write durable on stable storage now.
     pub fn sync(&self) -> Result<()> {
-        self.check_open()
+        self.check_open()?;
+        self.commit.control_wait(commit::Control::Sync)
+    }
+
+    /// Runs compactions and blob garbage collection until none is needed.
+    pub fn compact(&self) -> Result<()> {
+        self.check_open()?;
+        crate::compaction::compact_until_idle(&self.shared)
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.shared.shutdown.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        Ok(())
     }
 
     /// Current statistics.
     pub fn stats(&self) -> Stats {
-        Stats::default()
-    }
-
-    /// Number of live keys (exact).
-    pub fn key_count(&self) -> u64 {
-        self.inner.map.read().len() as u64
+        let s = &self.shared;
+        let sv = s.super_version();
+        let c = &s.counters;
+        let v = &sv.version;
+        let sst_bytes: u64 = (0..v.levels.len()).map(|l| v.level_bytes(l)).sum();
+        let blob_bytes: u64 = v.blobs.values().map(|b| b.entry.file_size).sum();
+        let wal_size: u64 = s.vs.lock().live_logs.iter().map(|(_, n)| n).sum::<u64>()
+            + c.wal_bytes.load(Ordering::Relaxed);
+        let (hits, misses) = s.cache.hits_misses();
+        Stats {
+            flushes: c.flushes.load(Ordering::Relaxed),
+            memtable_size: sv.mem.size(),
+            immutable_memtable_size: sv.imms.iter().map(|m| m.size()).sum(),
+            sst_count: v.table_count() as u64,
+            wal_size,
+            compactions: c.compactions.load(Ordering::Relaxed),
+            sst_bytes,
+            blob_files: v.blobs.len() as u64,
+            blob_bytes,
+            blob_garbage_bytes: v.blobs.values().map(|b| b.garbage).sum(),
+            blob_gcs: c.blob_gcs.load(Ordering::Relaxed),
+            disk_bytes: sst_bytes + blob_bytes + wal_size,
+            bytes_written: c.bytes_written.load(Ordering::Relaxed),
+            user_bytes_written: c.user_bytes_written.load(Ordering::Relaxed),
+            cache_hits: hits,
+            cache_misses: misses,
+            cache_bytes: s.cache.bytes(),
+            wal_syncs: c.wal_syncs.load(Ordering::Relaxed),
+            write_stalls: c.write_stalls.load(Ordering::Relaxed),
+            level_files: v.levels.iter().map(|l| l.len() as u64).collect(),
+        }
     }
 
     /// Syncs the log, stops background work and releases the directory.
-    /// Later calls on any clone return [`Error::Closed`].
+    /// Later calls on any clone return [`Error::Closed`]. Writes in flight
+    /// are finished first.
     pub fn close(&self) -> Result<()> {
-        self.inner.closed.store(true, Ordering::Release);
-        Ok(())
+        if self.shared.shutdown.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let synced = self.commit.control_wait(commit::Control::Sync);
+        self.commit.control_wait(commit::Control::Stop).ok();
+        self.shared.shutdown.store(true, Ordering::Release);
+        self.shared.wake_background();
+        let threads = std::mem::take(&mut *self.threads.lock());
+        for t in threads {
+            let _ = t.join();
+        }
+        synced
     }
 }
