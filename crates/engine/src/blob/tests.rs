@@ -386,3 +386,27 @@ fn file_with_lying_footer_fails_cleanly() {
     assert_eq!(items.len(), 5);
     assert!(items[4].as_ref().unwrap_err().is_corruption());
 }
+
+#[test]
+fn reader_is_shared_between_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<BlobReader>();
+    let dir = tempfile::tempdir().unwrap();
+    let fs = real_fs();
+    let path = path_in(&dir, 13);
+    let recs = small_records(50);
+    let (refs, _) = write_file(&fs, &path, 13, &recs);
+    let r = BlobReader::open(&fs, &path, 13).unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let (r, recs, refs) = (&r, &recs, &refs);
+            s.spawn(move || {
+                for (i, ((k, v), p)) in recs.iter().zip(refs).enumerate() {
+                    if i % 4 == t {
+                        assert_eq!(&r.get(p, k).unwrap()[..], &v[..]);
+                    }
+                }
+            });
+        }
+    });
+}
