@@ -169,6 +169,11 @@ impl Version {
                 b.garbage = (b.garbage + bytes).min(b.entry.record_bytes);
             }
         }
+        for &(n, bytes) in &edit.blob_garbage_set {
+            if let Some(b) = v.blobs.get_mut(&n) {
+                b.garbage = bytes.min(b.entry.record_bytes);
+            }
+        }
         v.sort_levels();
         Ok(v)
     }

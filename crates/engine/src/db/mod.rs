@@ -166,6 +166,10 @@ pub(crate) struct Shared {
     pub flush_error: Mutex<Option<String>>,
     /// When the last write was applied, for flushing an idle memtable.
     pub last_write: Mutex<std::time::Instant>,
+    /// Held while a compaction or blob collection runs.
+    pub compaction_lock: Mutex<()>,
+    /// Per level, the largest key of the last file compacted out of it.
+    pub compaction_cursors: Mutex<Vec<Bytes>>,
 }
 
 impl Shared {
@@ -383,7 +387,7 @@ impl Db {
     /// Runs compactions and blob garbage collection until none is needed.
     pub fn compact(&self) -> Result<()> {
         self.check_open()?;
-        crate::compaction::compact_until_idle(&self.shared)
+        crate::compaction::compact_until_idle(&self.shared, &self.commit)
     }
 
     fn check_open(&self) -> Result<()> {

@@ -34,6 +34,7 @@ pub enum OpenMode {
 }
 
 /// An open file.
+#[allow(clippy::len_without_is_empty)]
 pub trait File: Send + Sync + std::fmt::Debug {
     /// Reads up to `buf.len()` bytes at `offset`; returns how many were read
     /// (0 at end of file).

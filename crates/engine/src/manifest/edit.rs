@@ -50,6 +50,9 @@ pub struct VersionEdit {
     pub deleted_blobs: Vec<u64>,
     /// Dead bytes discovered in blob files: (number, bytes).
     pub blob_garbage: Vec<(u64, u64)>,
+    /// Dead byte counts set outright: (number, bytes). Applied after
+    /// `blob_garbage`.
+    pub blob_garbage_set: Vec<(u64, u64)>,
 }
 
 const TAG_LOG_NUMBER: u8 = 1;
@@ -59,6 +62,7 @@ const TAG_DEL_TABLE: u8 = 4;
 const TAG_ADD_BLOB: u8 = 5;
 const TAG_DEL_BLOB: u8 = 6;
 const TAG_BLOB_GARBAGE: u8 = 7;
+const TAG_BLOB_GARBAGE_SET: u8 = 8;
 
 impl VersionEdit {
     /// True if the edit changes nothing.
@@ -107,6 +111,11 @@ impl VersionEdit {
             put_varint64(&mut out, n);
             put_varint64(&mut out, bytes);
         }
+        for &(n, bytes) in &self.blob_garbage_set {
+            out.push(TAG_BLOB_GARBAGE_SET);
+            put_varint64(&mut out, n);
+            put_varint64(&mut out, bytes);
+        }
         out
     }
 
@@ -152,6 +161,10 @@ impl VersionEdit {
                     let n = d.varint64().ok_or_else(short)?;
                     e.blob_garbage.push((n, d.varint64().ok_or_else(short)?));
                 }
+                TAG_BLOB_GARBAGE_SET => {
+                    let n = d.varint64().ok_or_else(short)?;
+                    e.blob_garbage_set.push((n, d.varint64().ok_or_else(short)?));
+                }
                 other => return Err(format!("unknown edit tag {other}")),
             }
         }
@@ -184,6 +197,7 @@ mod tests {
             }],
             deleted_blobs: vec![2],
             blob_garbage: vec![(10, 55)],
+            blob_garbage_set: vec![(10, 7)],
         }
     }
 

@@ -33,6 +33,7 @@
 //! 5 add blob file      number, file_size, records, record_bytes
 //! 6 delete blob file   number
 //! 7 blob garbage       number, bytes (added to the file's dead byte count)
+//! 8 blob garbage set   number, bytes (the file's dead byte count, outright)
 //! ```
 //! Unknown tags are corruption (a newer format must change the magic).
 //!

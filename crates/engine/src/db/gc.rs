@@ -1,0 +1,175 @@
+//! Blob garbage collection: rewriting a blob file whose dead share passed
+//! `blob_gc_threshold`.
+//!
+//! 1. Every record of the file is checked against the tree: it is live if
+//!    its key's newest entry still points at it. Live records are copied to
+//!    a new blob file, which is written, synced and added to the manifest
+//!    with all its bytes counted dead.
+//! 2. For each copied record a *move* goes through the commit thread:
+//!    "point the key at the new record if it still points at the old one".
+//!    A key overwritten meanwhile keeps its newer value, and its copy is
+//!    garbage.
+//! 3. The log is synced, so the moves are durable; then one manifest edit
+//!    removes the old file and sets the new file's dead bytes to what the
+//!    moves did not claim; then the old file is unlinked.
+//!
+//! A crash before step 3 leaves the old file live and the new one counted
+//! as all garbage: the next collection redoes the work and nothing leaks.
+
+use super::commit::CommitHandle;
+use super::Shared;
+use crate::blob::{BlobReader, BlobWriter};
+use crate::error::{Error, IoContext, Result};
+use crate::manifest::{BlobEntry, VersionEdit};
+use crate::types::Value;
+use crate::version::{blob_name, Version};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// The blob file most in need of collection, if any passes the threshold.
+pub(crate) fn pick(v: &Version, threshold: f64) -> Option<u64> {
+    v.blobs
+        .values()
+        .filter(|b| b.garbage_ratio() >= threshold)
+        .max_by(|a, b| a.garbage_ratio().total_cmp(&b.garbage_ratio()))
+        .map(|b| b.entry.number)
+}
+
+/// Rewrites blob file `number`.
+pub(crate) fn run(shared: &Arc<Shared>, commit: &CommitHandle, number: u64) -> Result<()> {
+    let start = std::time::Instant::now();
+    let sv = shared.super_version();
+    let Some(file) = sv.version.blobs.get(&number).cloned() else {
+        return Ok(());
+    };
+    let new_no = shared.vs.lock().new_file_number();
+    let new_path = shared.path(&blob_name(new_no));
+    let mut writer: Option<BlobWriter> = None;
+    let mut moves = Vec::new();
+    let copied = (|| -> Result<()> {
+        for rec in file.reader.iter() {
+            let (old_ref, key, value) = rec?;
+            let live = matches!(sv.get_raw(&key)?, Some(Value::Blob(r)) if r == old_ref);
+            if !live {
+                continue;
+            }
+            if writer.is_none() {
+                writer = Some(BlobWriter::create(&shared.fs, &new_path, new_no)?);
+            }
+            if let Some(w) = writer.as_mut() {
+                let new_ref = w.add(&key, &value)?;
+                moves.push((key, old_ref, new_ref));
+            }
+        }
+        Ok(())
+    })();
+    if let Err(e) = copied {
+        if let Some(w) = writer.take() {
+            w.abandon();
+        }
+        return Err(e);
+    }
+    drop(sv);
+
+    // Step 1 done: make the new file live, counted as all garbage.
+    let mut new_entry = None;
+    if let Some(w) = writer.take() {
+        let meta = w.finish()?;
+        shared.counters.bytes_written.fetch_add(meta.file_size, Ordering::Relaxed);
+        shared
+            .fs
+            .sync_dir(&shared.dir)
+            .ctx(|| format!("sync directory {}", shared.dir.display()))?;
+        let reader = BlobReader::open(&shared.fs, &new_path, new_no)?;
+        let entry = BlobEntry {
+            number: new_no,
+            file_size: meta.file_size,
+            records: meta.records,
+            record_bytes: meta.record_bytes,
+        };
+        let edit = VersionEdit {
+            added_blobs: vec![entry.clone()],
+            blob_garbage_set: vec![(new_no, meta.record_bytes)],
+            ..Default::default()
+        };
+        let mut vs = shared.vs.lock();
+        if let Err(e) = shared.log_and_apply(&mut vs, edit, &[], &[reader]) {
+            drop(vs);
+            let _ = shared.fs.remove_file(&new_path);
+            return Err(e);
+        }
+        new_entry = Some(entry);
+    }
+
+    // Step 2: the moves.
+    let (tx, rx) = crossbeam_channel::unbounded();
+    for (key, old_ref, new_ref) in &moves {
+        let tx = tx.clone();
+        let len = u64::from(new_ref.len);
+        commit.gc_move(
+            key.clone(),
+            *old_ref,
+            *new_ref,
+            Box::new(move |r| {
+                let _ = tx.send((r, len));
+            }),
+        );
+    }
+    drop(tx);
+    let mut claimed = 0u64;
+    let mut failure = None;
+    for (r, len) in rx.iter() {
+        match r {
+            Ok(true) => claimed += len,
+            Ok(false) => {}
+            Err(e) => failure = Some(e),
+        }
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+
+    // Step 3: durable moves, then drop the old file.
+    commit.control_wait(super::commit::Control::Sync)?;
+    let mut edit = VersionEdit {
+        deleted_blobs: vec![number],
+        ..Default::default()
+    };
+    {
+        let mut vs = shared.vs.lock();
+        if let Some(entry) = &new_entry {
+            let garbage_now = vs
+                .current
+                .blobs
+                .get(&entry.number)
+                .map_or(entry.record_bytes, |b| b.garbage);
+            // Garbage found by flushes since step 1, plus unclaimed copies.
+            let since = garbage_now.saturating_sub(entry.record_bytes);
+            let unclaimed = entry.record_bytes.saturating_sub(claimed);
+            edit.blob_garbage_set.push((entry.number, since + unclaimed));
+        }
+        shared.log_and_apply(&mut vs, edit, &[], &[])?;
+    }
+    let old_path = shared.path(&blob_name(number));
+    if let Err(e) = shared.fs.remove_file(&old_path) {
+        tracing::warn!(error = %e, file = %old_path.display(), "could not remove collected blob file");
+    }
+    shared.counters.blob_gcs.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(
+        file = number,
+        moved = moves.len(),
+        claimed,
+        ms = start.elapsed().as_millis() as u64,
+        "collected blob file"
+    );
+    Ok(())
+}
+
+/// Error for a value whose blob is missing (never returned as data).
+pub(crate) fn missing_blob(shared: &Shared, file: u64, offset: u64) -> Error {
+    Error::corruption(
+        shared.path(&blob_name(file)),
+        offset,
+        "value points to a blob file that is not live",
+    )
+}
