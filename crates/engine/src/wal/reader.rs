@@ -221,8 +221,15 @@ impl WalReader {
         let want = self.log_number.to_le_bytes();
         let mut pos = from;
         while pos + HEADER_LEN as u64 <= self.file_len {
-            // Cheap filter first: the log number field must match.
-            let window = (self.file_len - pos).min(CHUNK as u64) as usize;
+            // Cheap filter first: the log number field must match. Scan what
+            // is cached from `pos` on, loading a new chunk only when fewer
+            // than a header's bytes are cached.
+            let cached_end = self.buf_start + self.buf.len() as u64;
+            let window = if pos >= self.buf_start && cached_end >= pos + HEADER_LEN as u64 {
+                (cached_end - pos) as usize
+            } else {
+                (self.file_len - pos).min(CHUNK as u64) as usize
+            };
             let chunk = self.bytes(pos, window)?;
             let mut candidate = None;
             let mut i = 0;

@@ -375,3 +375,140 @@ mod with_memfs {
         assert!(mem.crash(CrashMode::PowerLoss).exists(&path));
     }
 }
+
+#[test]
+fn scan_over_zeros_with_log_number_zero_is_linear() {
+    // Log number 0 matches every zero header: the scan must still be cheap.
+    let (tmp, fs) = real();
+    let path = tmp.path().join("000000.log");
+    let mut w = WalWriter::create(&fs, tmp.path(), &path, 0, 8 << 20, None).unwrap();
+    let mut b = Vec::new();
+    encode_record(&mut b, 0, b"k", &Value::Tombstone);
+    w.append(&b).unwrap();
+    let start = std::time::Instant::now();
+    let (recs, r) = read_all(&fs, &path, 0, ReadMode::Strict).unwrap();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(r.dropped_tail_bytes(), (8 << 20) - b.len() as u64);
+    assert!(start.elapsed() < std::time::Duration::from_secs(20));
+}
+
+/// A file system whose next write, when armed, stores all but the last
+/// `cut` bytes and then fails, like a write interrupted by a full disk.
+mod partial_write {
+    use super::*;
+    use crate::fs::{DirLock, File, FileSystem, MemFs};
+    use std::io;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[derive(Debug, Clone)]
+    struct PartialFs {
+        inner: MemFs,
+        cut: Arc<AtomicUsize>,
+    }
+
+    #[derive(Debug)]
+    struct PartialFile {
+        inner: Arc<dyn File>,
+        cut: Arc<AtomicUsize>,
+    }
+
+    impl File for PartialFile {
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+            self.inner.read_at(buf, offset)
+        }
+        fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+            let cut = self.cut.swap(0, Ordering::SeqCst);
+            if cut > 0 {
+                let keep = buf.len().saturating_sub(cut);
+                self.inner.write_all_at(&buf[..keep], offset)?;
+                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            self.inner.write_all_at(buf, offset)
+        }
+        fn sync_data(&self) -> io::Result<()> {
+            self.inner.sync_data()
+        }
+        fn sync_all(&self) -> io::Result<()> {
+            self.inner.sync_all()
+        }
+        fn len(&self) -> io::Result<u64> {
+            self.inner.len()
+        }
+        fn set_len(&self, len: u64) -> io::Result<()> {
+            self.inner.set_len(len)
+        }
+    }
+
+    impl FileSystem for PartialFs {
+        fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn File>> {
+            Ok(Arc::new(PartialFile {
+                inner: self.inner.open(path, mode)?,
+                cut: Arc::clone(&self.cut),
+            }))
+        }
+        fn remove_file(&self, path: &Path) -> io::Result<()> {
+            self.inner.remove_file(path)
+        }
+        fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+            self.inner.rename(from, to)
+        }
+        fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
+            self.inner.list_dir(dir)
+        }
+        fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+            self.inner.create_dir_all(dir)
+        }
+        fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+            self.inner.sync_dir(dir)
+        }
+        fn exists(&self, path: &Path) -> bool {
+            self.inner.exists(path)
+        }
+        fn lock(&self, path: &Path) -> io::Result<Box<dyn DirLock>> {
+            self.inner.lock(path)
+        }
+        fn available_space(&self, dir: &Path) -> Option<u64> {
+            self.inner.available_space(dir)
+        }
+    }
+
+    #[test]
+    fn partial_failed_write_cannot_resurrect_records() {
+        let pfs = PartialFs {
+            inner: MemFs::new(),
+            cut: Arc::new(AtomicUsize::new(0)),
+        };
+        let fs: FsRef = Arc::new(pfs.clone());
+        let dir = PathBuf::from("/db");
+        fs.create_dir_all(&dir).unwrap();
+        let path = dir.join("000001.log");
+        let mut w = WalWriter::create(&fs, &dir, &path, 1, 0, None).unwrap();
+        let mut first = Vec::new();
+        encode_record(&mut first, 1, b"a", &Value::Tombstone);
+        w.append(&first).unwrap();
+        // A failed group of three records whose first two reach the file.
+        let mut failed = Vec::new();
+        for k in [b"x1", b"x2", b"x3"] {
+            encode_record(
+                &mut failed,
+                1,
+                k,
+                &Value::Inline(Bytes::from_static(b"lost")),
+            );
+        }
+        pfs.cut.store(3, Ordering::SeqCst);
+        assert!(matches!(w.append(&failed), Err(Error::NoSpace { .. })));
+        assert_eq!(w.len(), first.len() as u64);
+        // A shorter later record must not leave x2 readable after it.
+        let mut next = Vec::new();
+        encode_record(&mut next, 1, b"b", &Value::Tombstone);
+        assert!(next.len() < failed.len() / 3);
+        w.append(&next).unwrap();
+        for mode in [ReadMode::Strict, ReadMode::Salvage] {
+            let (recs, r) = read_all(&fs, &path, 1, mode).unwrap();
+            let keys: Vec<&[u8]> = recs.iter().map(|r| &r.key[..]).collect();
+            assert_eq!(keys, vec![&b"a"[..], &b"b"[..]]);
+            assert_eq!(r.end_offset(), w.len());
+        }
+    }
+}
