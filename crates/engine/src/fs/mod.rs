@@ -17,8 +17,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+mod mem;
 mod real;
 
+pub use mem::{CrashMode, Fault, FaultOp, MemFs};
 pub use real::RealFs;
 
 /// How to open a file.

@@ -1,0 +1,514 @@
+use super::*;
+use crate::error::{Error, Result};
+use crate::fs::{FsRef, OpenMode, RealFs};
+use crate::types::BlobRef;
+use bytes::Bytes;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+fn real() -> (tempfile::TempDir, FsRef) {
+    (tempfile::tempdir().unwrap(), Arc::new(RealFs))
+}
+
+fn sample(i: usize) -> (Vec<u8>, Value) {
+    let key = format!("key-{i:05}").into_bytes();
+    let value = match i % 3 {
+        0 => Value::Inline(Bytes::from(vec![i as u8; i % 50])),
+        1 => Value::Tombstone,
+        _ => Value::Blob(BlobRef {
+            file: i as u64,
+            offset: (i as u64) << 20,
+            len: i as u32,
+            checksum: 0xabcd_0000 + i as u32,
+        }),
+    };
+    (key, value)
+}
+
+/// Writes `n` sample records, in groups of 7 per append; returns the offset
+/// of each record.
+fn write_samples(fs: &FsRef, dir: &Path, path: &Path, log: u64, n: usize) -> Vec<u64> {
+    let mut w = WalWriter::create(fs, dir, path, log, 0, None).unwrap();
+    let mut offsets = Vec::new();
+    let mut batch = Vec::new();
+    for i in 0..n {
+        offsets.push(w.len() + batch.len() as u64);
+        let (k, v) = sample(i);
+        encode_record(&mut batch, log, &k, &v);
+        if i % 7 == 6 {
+            w.append(&batch).unwrap();
+            batch.clear();
+        }
+    }
+    w.append(&batch).unwrap();
+    w.sync().unwrap();
+    offsets
+}
+
+fn read_all(
+    fs: &FsRef,
+    path: &Path,
+    log: u64,
+    mode: ReadMode,
+) -> Result<(Vec<WalRecord>, WalReader)> {
+    let mut r = WalReader::open(fs, path, log, mode)?;
+    let mut out = Vec::new();
+    while let Some(rec) = r.next_record()? {
+        out.push(rec);
+    }
+    Ok((out, r))
+}
+
+fn check_samples(recs: &[WalRecord], indexes: impl IntoIterator<Item = usize>) {
+    let idx: Vec<usize> = indexes.into_iter().collect();
+    assert_eq!(recs.len(), idx.len());
+    for (rec, i) in recs.iter().zip(idx) {
+        let (k, v) = sample(i);
+        assert_eq!(&rec.key[..], &k[..]);
+        assert_eq!(rec.value, v);
+    }
+}
+
+#[test]
+fn round_trip_small_and_huge() {
+    let (tmp, fs) = real();
+    let path = tmp.path().join("000005.log");
+    let mut w = WalWriter::create(&fs, tmp.path(), &path, 5, 0, None).unwrap();
+    let big_key = vec![b'k'; crate::limits::KEY_LEN_MAX];
+    let big_val: Vec<u8> = (0..3 * 1024 * 1024 + 17).map(|i| (i % 251) as u8).collect();
+    let mut expected = Vec::new();
+    for i in 0..200 {
+        let (k, v) = sample(i);
+        expected.push((k, v));
+    }
+    expected.push((big_key.clone(), Value::Inline(Bytes::from(big_val.clone()))));
+    expected.push((b"small".to_vec(), Value::Inline(Bytes::from(big_val))));
+    expected.push((big_key, Value::Tombstone));
+    expected.push((Vec::new(), Value::Inline(Bytes::new())));
+    let mut batch = Vec::new();
+    for (i, (k, v)) in expected.iter().enumerate() {
+        encode_record(&mut batch, 5, k, v);
+        if i % 5 == 0 {
+            w.append(&batch).unwrap();
+            batch.clear();
+        }
+    }
+    w.append(&batch).unwrap();
+    w.sync().unwrap();
+    w.file().sync_data().unwrap();
+    assert_eq!(w.log_number(), 5);
+    assert_eq!(w.path(), path.as_path());
+    let written = w.len();
+    let (recs, r) = read_all(&fs, &path, 5, ReadMode::Strict).unwrap();
+    assert_eq!(recs.len(), expected.len());
+    for (rec, (k, v)) in recs.iter().zip(&expected) {
+        assert_eq!(&rec.key[..], &k[..]);
+        assert_eq!(&rec.value, v);
+    }
+    assert_eq!(recs[0].offset, 0);
+    assert_eq!(r.end_offset(), written);
+    assert_eq!(r.dropped_tail_bytes(), 0);
+    assert_eq!(r.skipped_bytes(), 0);
+}
+
+#[test]
+fn torn_tail_at_every_truncation_point() {
+    let (tmp, fs) = real();
+    let path = tmp.path().join("000001.log");
+    let n = 20;
+    let offsets = write_samples(&fs, tmp.path(), &path, 1, n);
+    let full = std::fs::read(&path).unwrap();
+    let last = offsets[n - 1] as usize;
+    let cut_path = tmp.path().join("cut.log");
+    for cut in last..full.len() {
+        std::fs::write(&cut_path, &full[..cut]).unwrap();
+        for mode in [ReadMode::Strict, ReadMode::Salvage] {
+            let (recs, r) = read_all(&fs, &cut_path, 1, mode).unwrap();
+            check_samples(&recs, 0..n - 1);
+            assert_eq!(r.end_offset(), last as u64);
+            assert_eq!(r.dropped_tail_bytes(), (cut - last) as u64);
+        }
+    }
+    // Garbage (not zeros) after the last record is also a torn tail.
+    let mut g = full.clone();
+    g.extend_from_slice(&[0x5a; 40]);
+    std::fs::write(&cut_path, &g).unwrap();
+    let (recs, r) = read_all(&fs, &cut_path, 1, ReadMode::Strict).unwrap();
+    check_samples(&recs, 0..n);
+    assert_eq!(r.dropped_tail_bytes(), 40);
+}
+
+#[test]
+fn flipped_byte_in_middle_record() {
+    let (tmp, fs) = real();
+    let path = tmp.path().join("000009.log");
+    let n = 30;
+    let offsets = write_samples(&fs, tmp.path(), &path, 9, n);
+    let full = std::fs::read(&path).unwrap();
+    let bad = 12;
+    let start = offsets[bad] as usize;
+    let end = offsets[bad + 1] as usize;
+    for at in start..end {
+        let mut damaged = full.clone();
+        damaged[at] ^= 0x10;
+        let p = tmp.path().join("damaged.log");
+        std::fs::write(&p, &damaged).unwrap();
+        let err = read_all(&fs, &p, 9, ReadMode::Strict).unwrap_err();
+        match err {
+            Error::Corruption { file, offset, .. } => {
+                assert_eq!(file, p);
+                assert_eq!(offset, start as u64);
+            }
+            other => panic!("expected corruption, got {other:?}"),
+        }
+        let (recs, r) = read_all(&fs, &p, 9, ReadMode::Salvage).unwrap();
+        check_samples(&recs, (0..n).filter(|&i| i != bad));
+        assert_eq!(r.skipped_bytes(), (end - start) as u64);
+        assert_eq!(r.end_offset(), full.len() as u64);
+    }
+}
+
+#[test]
+fn strict_returns_records_before_damage_then_error() {
+    let (tmp, fs) = real();
+    let path = tmp.path().join("000002.log");
+    let offsets = write_samples(&fs, tmp.path(), &path, 2, 10);
+    let mut data = std::fs::read(&path).unwrap();
+    data[offsets[4] as usize + 5] ^= 1; // inside the length field
+    std::fs::write(&path, &data).unwrap();
+    let mut r = WalReader::open(&fs, &path, 2, ReadMode::Strict).unwrap();
+    for _ in 0..4 {
+        assert!(r.next_record().unwrap().is_some());
+    }
+    assert!(r.next_record().unwrap_err().is_corruption());
+    assert!(r.next_record().unwrap_err().is_corruption());
+    assert_eq!(r.end_offset(), offsets[4]);
+}
+
+#[test]
+fn recycled_file_ends_at_new_data() {
+    let (tmp, fs) = real();
+    let old = tmp.path().join("000003.log");
+    write_samples(&fs, tmp.path(), &old, 3, 100);
+    let old_len = std::fs::metadata(&old).unwrap().len();
+    let new = tmp.path().join("000004.log");
+    let mut w = WalWriter::create(&fs, tmp.path(), &new, 4, 0, Some(&old)).unwrap();
+    assert!(!fs.exists(&old));
+    let mut batch = Vec::new();
+    for i in 0..10 {
+        let (k, v) = sample(i);
+        encode_record(&mut batch, 4, &k, &v);
+    }
+    w.append(&batch).unwrap();
+    w.sync().unwrap();
+    assert!(w.len() < old_len);
+    for mode in [ReadMode::Strict, ReadMode::Salvage] {
+        let (recs, r) = read_all(&fs, &new, 4, mode).unwrap();
+        check_samples(&recs, 0..10);
+        assert_eq!(r.end_offset(), w.len());
+        assert_eq!(r.dropped_tail_bytes(), old_len - w.len());
+        assert_eq!(r.skipped_bytes(), 0);
+    }
+}
+
+#[test]
+fn preallocated_zeros_end_cleanly() {
+    let (tmp, fs) = real();
+    let path = tmp.path().join("000007.log");
+    let mut w = WalWriter::create(&fs, tmp.path(), &path, 7, 3 << 20, None).unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 3 << 20);
+    let mut batch = Vec::new();
+    for i in 0..50 {
+        let (k, v) = sample(i);
+        encode_record(&mut batch, 7, &k, &v);
+    }
+    w.append(&batch[..batch.len() / 2]).unwrap();
+    w.append(&batch[batch.len() / 2..]).unwrap();
+    w.sync().unwrap();
+    let (recs, r) = read_all(&fs, &path, 7, ReadMode::Strict).unwrap();
+    check_samples(&recs, 0..50);
+    assert_eq!(r.end_offset(), batch.len() as u64);
+    // An empty preallocated log has no records.
+    let p2 = tmp.path().join("000008.log");
+    WalWriter::create(&fs, tmp.path(), &p2, 8, 1 << 16, None).unwrap();
+    let (recs, r) = read_all(&fs, &p2, 8, ReadMode::Strict).unwrap();
+    assert!(recs.is_empty());
+    assert_eq!(r.end_offset(), 0);
+}
+
+#[test]
+fn lengths_are_checked_before_use() {
+    let (tmp, fs) = real();
+    let path = tmp.path().join("000001.log");
+    let f = fs.open(&path, OpenMode::CreateTruncate).unwrap();
+    // Over-limit length with matching log number, then nothing.
+    let mut h = Vec::new();
+    h.extend_from_slice(&0u32.to_le_bytes());
+    h.extend_from_slice(&u32::MAX.to_le_bytes());
+    h.extend_from_slice(&1u32.to_le_bytes());
+    f.write_all_at(&h, 0).unwrap();
+    let (recs, _) = read_all(&fs, &path, 1, ReadMode::Strict).unwrap();
+    assert!(recs.is_empty());
+    // A length that passes the limit but not the file size.
+    h[4..8].copy_from_slice(&1000u32.to_le_bytes());
+    f.write_all_at(&h, 0).unwrap();
+    let (recs, r) = read_all(&fs, &path, 1, ReadMode::Strict).unwrap();
+    assert!(recs.is_empty());
+    assert_eq!(r.dropped_tail_bytes(), 12);
+}
+
+#[test]
+fn checksummed_but_malformed_payload_is_bad() {
+    let (tmp, fs) = real();
+    let path: PathBuf = tmp.path().join("000001.log");
+    let f = fs.open(&path, OpenMode::CreateTruncate).unwrap();
+    // Payload: key_len 1, key, kind 9 (unknown).
+    let payload = [1u8, b'a', 9];
+    let mut rec = Vec::new();
+    rec.extend_from_slice(&[0; 4]);
+    rec.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    rec.extend_from_slice(&1u32.to_le_bytes());
+    rec.extend_from_slice(&payload);
+    let crc = crc32c::crc32c(&rec[4..]);
+    rec[..4].copy_from_slice(&crc.to_le_bytes());
+    let mut good = Vec::new();
+    encode_record(&mut good, 1, b"b", &Value::Tombstone);
+    let mut all = rec.clone();
+    all.extend_from_slice(&good);
+    f.write_all_at(&all, 0).unwrap();
+    assert!(read_all(&fs, &path, 1, ReadMode::Strict)
+        .unwrap_err()
+        .is_corruption());
+    let (recs, r) = read_all(&fs, &path, 1, ReadMode::Salvage).unwrap();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(&recs[0].key[..], b"b");
+    assert_eq!(recs[0].offset, rec.len() as u64);
+    assert_eq!(r.skipped_bytes(), rec.len() as u64);
+}
+
+mod with_memfs {
+    use super::*;
+    use crate::fs::{CrashMode, Fault, FaultOp, FileSystem, MemFs};
+
+    fn memfs() -> (MemFs, FsRef, PathBuf) {
+        let mem = MemFs::new();
+        let fs: FsRef = Arc::new(mem.clone());
+        let dir = PathBuf::from("/db");
+        fs.create_dir_all(&dir).unwrap();
+        (mem, fs, dir)
+    }
+
+    fn batch(log: u64, range: std::ops::Range<usize>) -> Vec<u8> {
+        let mut b = Vec::new();
+        for i in range {
+            let (k, v) = sample(i);
+            encode_record(&mut b, log, &k, &v);
+        }
+        b
+    }
+
+    #[test]
+    fn failed_append_leaves_no_hole() {
+        let (mem, fs, dir) = memfs();
+        let path = dir.join("000001.log");
+        let mut w = WalWriter::create(&fs, &dir, &path, 1, 0, None).unwrap();
+        w.append(&batch(1, 0..5)).unwrap();
+        let len = w.len();
+        mem.inject(Fault {
+            op: FaultOp::Write,
+            path_contains: Some("000001.log".into()),
+            skip: 0,
+            times: Some(1),
+            errno: libc::EIO,
+        });
+        assert!(matches!(w.append(&batch(1, 5..10)), Err(Error::Io { .. })));
+        assert_eq!(w.len(), len);
+        // A full disk: NoSpace, and the end still does not move.
+        mem.set_capacity(Some(mem.total_bytes() + 10));
+        assert!(matches!(
+            w.append(&batch(1, 5..10)),
+            Err(Error::NoSpace { .. })
+        ));
+        assert_eq!(w.len(), len);
+        mem.set_capacity(None);
+        w.append(&batch(1, 10..15)).unwrap();
+        w.sync().unwrap();
+        let (recs, r) = read_all(&fs, &path, 1, ReadMode::Strict).unwrap();
+        check_samples(&recs, (0..5).chain(10..15));
+        assert_eq!(r.end_offset(), w.len());
+    }
+
+    #[test]
+    fn recovers_after_every_kind_of_crash() {
+        let (mem, fs, dir) = memfs();
+        let path = dir.join("000003.log");
+        let mut w = WalWriter::create(&fs, &dir, &path, 3, 4096, None).unwrap();
+        w.append(&batch(3, 0..10)).unwrap();
+        w.sync().unwrap();
+        w.append(&batch(3, 10..20)).unwrap();
+        for seed in 0..32 {
+            for mode in [
+                CrashMode::ProcessKill,
+                CrashMode::PowerLoss,
+                CrashMode::PowerLossTorn { seed },
+            ] {
+                let after: FsRef = Arc::new(mem.crash(mode));
+                let (recs, _) = read_all(&after, &path, 3, ReadMode::Strict).unwrap();
+                assert!(recs.len() >= 10 && recs.len() <= 20, "{mode:?}");
+                check_samples(&recs, 0..recs.len());
+                if mode == CrashMode::ProcessKill {
+                    assert_eq!(recs.len(), 20);
+                }
+                if mode == CrashMode::PowerLoss {
+                    assert_eq!(recs.len(), 10);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn unsynced_log_creation_is_durable_after_create() {
+        let (mem, fs, dir) = memfs();
+        let path = dir.join("000004.log");
+        let _w = WalWriter::create(&fs, &dir, &path, 4, 0, None).unwrap();
+        // create() synced the directory: the file survives power loss.
+        assert!(mem.crash(CrashMode::PowerLoss).exists(&path));
+    }
+}
+
+#[test]
+fn scan_over_zeros_with_log_number_zero_is_linear() {
+    // Log number 0 matches every zero header: the scan must still be cheap.
+    let (tmp, fs) = real();
+    let path = tmp.path().join("000000.log");
+    let mut w = WalWriter::create(&fs, tmp.path(), &path, 0, 8 << 20, None).unwrap();
+    let mut b = Vec::new();
+    encode_record(&mut b, 0, b"k", &Value::Tombstone);
+    w.append(&b).unwrap();
+    let start = std::time::Instant::now();
+    let (recs, r) = read_all(&fs, &path, 0, ReadMode::Strict).unwrap();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(r.dropped_tail_bytes(), (8 << 20) - b.len() as u64);
+    assert!(start.elapsed() < std::time::Duration::from_secs(20));
+}
+
+/// A file system whose next write, when armed, stores all but the last
+/// `cut` bytes and then fails, like a write interrupted by a full disk.
+mod partial_write {
+    use super::*;
+    use crate::fs::{DirLock, File, FileSystem, MemFs};
+    use std::io;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[derive(Debug, Clone)]
+    struct PartialFs {
+        inner: MemFs,
+        cut: Arc<AtomicUsize>,
+    }
+
+    #[derive(Debug)]
+    struct PartialFile {
+        inner: Arc<dyn File>,
+        cut: Arc<AtomicUsize>,
+    }
+
+    impl File for PartialFile {
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+            self.inner.read_at(buf, offset)
+        }
+        fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+            let cut = self.cut.swap(0, Ordering::SeqCst);
+            if cut > 0 {
+                let keep = buf.len().saturating_sub(cut);
+                self.inner.write_all_at(&buf[..keep], offset)?;
+                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            self.inner.write_all_at(buf, offset)
+        }
+        fn sync_data(&self) -> io::Result<()> {
+            self.inner.sync_data()
+        }
+        fn sync_all(&self) -> io::Result<()> {
+            self.inner.sync_all()
+        }
+        fn len(&self) -> io::Result<u64> {
+            self.inner.len()
+        }
+        fn set_len(&self, len: u64) -> io::Result<()> {
+            self.inner.set_len(len)
+        }
+    }
+
+    impl FileSystem for PartialFs {
+        fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn File>> {
+            Ok(Arc::new(PartialFile {
+                inner: self.inner.open(path, mode)?,
+                cut: Arc::clone(&self.cut),
+            }))
+        }
+        fn remove_file(&self, path: &Path) -> io::Result<()> {
+            self.inner.remove_file(path)
+        }
+        fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+            self.inner.rename(from, to)
+        }
+        fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
+            self.inner.list_dir(dir)
+        }
+        fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+            self.inner.create_dir_all(dir)
+        }
+        fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+            self.inner.sync_dir(dir)
+        }
+        fn exists(&self, path: &Path) -> bool {
+            self.inner.exists(path)
+        }
+        fn lock(&self, path: &Path) -> io::Result<Box<dyn DirLock>> {
+            self.inner.lock(path)
+        }
+        fn available_space(&self, dir: &Path) -> Option<u64> {
+            self.inner.available_space(dir)
+        }
+    }
+
+    #[test]
+    fn partial_failed_write_cannot_resurrect_records() {
+        let pfs = PartialFs {
+            inner: MemFs::new(),
+            cut: Arc::new(AtomicUsize::new(0)),
+        };
+        let fs: FsRef = Arc::new(pfs.clone());
+        let dir = PathBuf::from("/db");
+        fs.create_dir_all(&dir).unwrap();
+        let path = dir.join("000001.log");
+        let mut w = WalWriter::create(&fs, &dir, &path, 1, 0, None).unwrap();
+        let mut first = Vec::new();
+        encode_record(&mut first, 1, b"a", &Value::Tombstone);
+        w.append(&first).unwrap();
+        // A failed group of three records whose first two reach the file.
+        let mut failed = Vec::new();
+        for k in [b"x1", b"x2", b"x3"] {
+            encode_record(
+                &mut failed,
+                1,
+                k,
+                &Value::Inline(Bytes::from_static(b"lost")),
+            );
+        }
+        pfs.cut.store(3, Ordering::SeqCst);
+        assert!(matches!(w.append(&failed), Err(Error::NoSpace { .. })));
+        assert_eq!(w.len(), first.len() as u64);
+        // A shorter later record must not leave x2 readable after it.
+        let mut next = Vec::new();
+        encode_record(&mut next, 1, b"b", &Value::Tombstone);
+        assert!(next.len() < failed.len() / 3);
+        w.append(&next).unwrap();
+        for mode in [ReadMode::Strict, ReadMode::Salvage] {
+            let (recs, r) = read_all(&fs, &path, 1, mode).unwrap();
+            let keys: Vec<&[u8]> = recs.iter().map(|r| &r.key[..]).collect();
+            assert_eq!(keys, vec![&b"a"[..], &b"b"[..]]);
+            assert_eq!(r.end_offset(), w.len());
+        }
+    }
+}
