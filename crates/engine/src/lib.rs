@@ -19,15 +19,18 @@
 pub mod blob;
 pub mod cache;
 pub mod coding;
+pub mod compaction;
 pub mod db;
 pub mod error;
 pub mod fs;
+pub mod iter;
 pub mod limits;
 pub mod manifest;
 pub mod memtable;
 pub mod options;
 pub mod table;
 pub mod types;
+pub mod version;
 pub mod wal;
 
 pub use db::{Db, Stats, WriteOp};

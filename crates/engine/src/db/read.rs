@@ -1,0 +1,138 @@
+//! The read path: point reads and ordered scans.
+//!
+//! A point read looks in the active memtable, the frozen memtables (newest
+//! first), the value cache, then the tables: level 0 newest first, then one
+//! table per deeper level, each through its Bloom filter and index. A
+//! separated value costs one positioned read of its blob record.
+
+use super::Shared;
+use crate::error::Result;
+use crate::iter::{LevelSource, MemSource, MergeIter, Source, TableSource};
+use crate::types::Value;
+use crate::version::SuperVersion;
+use bytes::Bytes;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Reads the current value of `key`.
+pub(super) fn get(shared: &Shared, key: &[u8]) -> Result<Option<Bytes>> {
+    // The sequence number is read before anything else; see crate::cache.
+    let seq = shared.seq.load(Ordering::SeqCst);
+    let sv = shared.super_version();
+    if let Some(v) = sv.get_mem(key) {
+        return match v {
+            Value::Inline(b) => Ok(Some(b)),
+            Value::Blob(r) => sv.version.read_blob(&r, key).map(Some),
+            Value::Tombstone => Ok(None),
+        };
+    }
+    if let Some(v) = shared.cache.get(key) {
+        return Ok(Some(v));
+    }
+    let value = match sv.version.get(key)? {
+        None | Some(Value::Tombstone) => return Ok(None),
+        Some(Value::Inline(b)) => b,
+        Some(Value::Blob(r)) => sv.version.read_blob(&r, key)?,
+    };
+    shared.cache.insert(key, &value, seq);
+    Ok(Some(value))
+}
+
+fn sources(sv: &SuperVersion) -> Vec<Box<dyn Source>> {
+    let mut s: Vec<Box<dyn Source>> = Vec::new();
+    s.push(Box::new(MemSource::new(sv.mem.clone())));
+    for m in &sv.imms {
+        s.push(Box::new(MemSource::new(m.clone())));
+    }
+    for t in &sv.version.levels[0] {
+        s.push(Box::new(TableSource::new(&t.table)));
+    }
+    for level in &sv.version.levels[1..] {
+        if !level.is_empty() {
+            s.push(Box::new(LevelSource::new(level.clone())));
+        }
+    }
+    s
+}
+
+/// Iterator over `(key, value)` pairs of a prefix scan, in ascending key
+/// order, as of when the scan started.
+pub struct ScanIter {
+    sv: Arc<SuperVersion>,
+    merge: MergeIter,
+    prefix: Bytes,
+    done: bool,
+    values: bool,
+}
+
+impl ScanIter {
+    pub(super) fn new(shared: Arc<Shared>, prefix: &[u8]) -> Result<ScanIter> {
+        Self::with_values(&shared, prefix, true)
+    }
+
+    fn with_values(shared: &Shared, prefix: &[u8], values: bool) -> Result<ScanIter> {
+        let sv = shared.super_version();
+        let merge = MergeIter::new(sources(&sv), prefix)?;
+        Ok(ScanIter {
+            sv,
+            merge,
+            prefix: Bytes::copy_from_slice(prefix),
+            done: false,
+            values,
+        })
+    }
+}
+
+impl Iterator for ScanIter {
+    type Item = Result<(Bytes, Bytes)>;
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.done {
+            let (key, value) = match self.merge.next() {
+                None => break,
+                Some(Err(e)) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+                Some(Ok(kv)) => kv,
+            };
+            if !key.starts_with(&self.prefix) {
+                break;
+            }
+            let value = match value {
+                Value::Tombstone => continue,
+                Value::Inline(b) => b,
+                Value::Blob(_) if !self.values => Bytes::new(),
+                Value::Blob(r) => match self.sv.version.read_blob(&r, &key) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        self.done = true;
+                        return Some(Err(e));
+                    }
+                },
+            };
+            return Some(Ok((key, value)));
+        }
+        self.done = true;
+        None
+    }
+}
+
+/// Iterator over live keys in ascending order (values are not read).
+pub struct KeysIter {
+    inner: ScanIter,
+}
+
+impl KeysIter {
+    pub(super) fn new(shared: Arc<Shared>) -> Result<KeysIter> {
+        Ok(KeysIter {
+            inner: ScanIter::with_values(&shared, b"", false)?,
+        })
+    }
+}
+
+impl Iterator for KeysIter {
+    type Item = Result<Bytes>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.inner.next().map(|r| r.map(|(k, _)| k))
+    }
+}
