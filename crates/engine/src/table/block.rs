@@ -16,6 +16,7 @@ pub(crate) const RESTART_INTERVAL: usize = 16;
 pub(crate) struct BlockBuilder {
     buf: Vec<u8>,
     restarts: Vec<u32>,
+    /// Entries since the last restart point.
     counter: usize,
     last_key: Vec<u8>,
 }
@@ -43,8 +44,9 @@ impl BlockBuilder {
 
     /// Appends an entry; the caller guarantees key order.
     pub fn add(&mut self, key: &[u8], value: &Value) {
-        let shared = if self.counter % RESTART_INTERVAL == 0 {
+        let shared = if self.restarts.is_empty() || self.counter == RESTART_INTERVAL {
             self.restarts.push(self.buf.len() as u32);
+            self.counter = 0;
             0
         } else {
             key.iter()

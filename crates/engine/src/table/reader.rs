@@ -36,6 +36,7 @@ pub struct Table {
     index: Vec<IndexEntry>,
     filter: Bloom,
     props: Props,
+    footer: Footer,
 }
 
 impl Table {
@@ -94,6 +95,7 @@ impl Table {
             index,
             filter,
             props,
+            footer,
         }))
     }
 
@@ -220,11 +222,23 @@ impl Table {
         if !ok {
             return Err(Error::corruption(
                 &self.path,
-                self.file_size - FOOTER_LEN as u64,
+                self.footer.props.offset,
                 "properties do not match the data blocks",
             ));
         }
         Ok(count)
+    }
+
+    /// Handle of the index block (tests damage it).
+    #[cfg(test)]
+    pub(crate) fn index_handle(&self) -> BlockHandle {
+        self.footer.index
+    }
+
+    /// Handles of the data blocks (tests damage them).
+    #[cfg(test)]
+    pub(crate) fn data_handles(&self) -> Vec<BlockHandle> {
+        self.index.iter().map(|e| e.handle).collect()
     }
 
     /// Number of data blocks.
