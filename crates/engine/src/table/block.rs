@@ -37,7 +37,8 @@ impl BlockBuilder {
         10 + key.len() + value_encoded_bound(value) + 4
     }
 
-    /// The last key added.
+    /// The last key added (kept across `finish_into`, so it is the last key
+    /// of the whole table).
     pub fn last_key(&self) -> &[u8] {
         &self.last_key
     }

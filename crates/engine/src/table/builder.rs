@@ -69,10 +69,7 @@ impl TableBuilder {
     /// [`Error::InvalidArgument`] otherwise) and 1..=`KEY_LEN_MAX` bytes.
     pub fn add(&mut self, key: &[u8], value: &Value) -> Result<()> {
         if self.failed {
-            return Err(Error::InvalidArgument(format!(
-                "table builder for {} failed earlier",
-                self.path.display()
-            )));
+            return Err(self.poisoned());
         }
         if key.is_empty() || key.len() > KEY_LEN_MAX {
             return Err(Error::InvalidArgument(format!(
@@ -80,7 +77,7 @@ impl TableBuilder {
                 key.len()
             )));
         }
-        if self.props.entries > 0 && key <= self.props.largest.as_ref() {
+        if self.props.entries > 0 && key <= self.block.last_key() {
             return Err(Error::InvalidArgument(
                 "table keys must be added in strictly increasing order".into(),
             ));
@@ -100,7 +97,6 @@ impl TableBuilder {
         if p.entries == 0 {
             p.smallest = Bytes::copy_from_slice(key);
         }
-        p.largest = Bytes::copy_from_slice(key);
         p.entries += 1;
         match value {
             Value::Tombstone => p.tombstones += 1,
@@ -125,7 +121,7 @@ impl TableBuilder {
             self.block.size() as u64 + FRAME_OVERHEAD + self.block.last_key().len() as u64 + 20
         };
         let filter = (self.hashes.len() * BLOOM_BITS_PER_KEY).max(64) as u64 / 8 + 1;
-        let props = 70 + self.props.smallest.len() as u64 + self.props.largest.len() as u64;
+        let props = 70 + self.props.smallest.len() as u64 + self.block.last_key().len() as u64;
         self.written
             + self.buf.len() as u64
             + block
@@ -139,6 +135,14 @@ impl TableBuilder {
     /// Entries added so far.
     pub fn entries(&self) -> u64 {
         self.props.entries
+    }
+
+    /// The error returned once a write has failed.
+    fn poisoned(&self) -> Error {
+        Error::io(
+            format!("table builder for {}", self.path.display()),
+            std::io::Error::other("an earlier write failed"),
+        )
     }
 
     /// Offset the next byte appended to `buf` will have in the file.
@@ -213,12 +217,12 @@ impl TableBuilder {
 
     fn finish_inner(&mut self) -> Result<TableMeta> {
         if self.failed {
-            return Err(Error::InvalidArgument(format!(
-                "table builder for {} failed earlier",
-                self.path.display()
-            )));
+            return Err(self.poisoned());
         }
         self.flush_block()?;
+        if self.props.entries > 0 {
+            self.props.largest = Bytes::copy_from_slice(self.block.last_key());
+        }
         let filter = bloom::build(&self.hashes, BLOOM_BITS_PER_KEY);
         let filter = self.write_frame(KIND_FILTER, &filter)?;
         let index_contents = std::mem::take(&mut self.index);

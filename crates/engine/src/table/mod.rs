@@ -25,7 +25,8 @@
 //! ```
 //!
 //! The blocks follow each other with no gaps, in that order, and the footer
-//! ends the file.
+//! ends the file. A table may hold no entries (then it has no data blocks,
+//! an empty index and empty smallest/largest keys).
 //!
 //! ## Block frame
 //!
@@ -125,6 +126,26 @@
 //!
 //! The filter, index and properties blocks must lie in that order between
 //! the data blocks and the footer.
+//!
+//! ## Checks on open and read
+//!
+//! [`Table::open`] checks the footer, reads and checks the properties,
+//! filter and index blocks, and cross-checks them (index keys strictly
+//! increasing, handles in range and not overlapping, `data_blocks` equal to
+//! the index length, `largest` equal to the last index key). Data blocks are
+//! checked on every read (frame, checksum, restart array, entry bounds, key
+//! order within the block); [`Table::verify`] also checks order across
+//! blocks, index keys, the filter and the property counts. Any failure is
+//! [`Error::Corruption`](crate::error::Error::Corruption) naming the file
+//! and the offset of the bad frame or entry.
+//!
+//! ## Salvage
+//!
+//! [`salvage`] ignores the index and scans frames from offset 0 (stopping at
+//! the footer if the footer is intact); it keeps the entries of every data
+//! frame whose checksum and contents are good and resynchronises after a bad
+//! frame by skipping it by its length (if the frame after it is good) or by
+//! searching for the next block magic.
 
 mod block;
 mod bloom;

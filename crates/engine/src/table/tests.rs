@@ -374,3 +374,13 @@ fn salvage_recovers_intact_blocks() {
     assert_eq!(damaged, 1);
     assert!(!got.is_empty() && got.len() < entries.len());
 }
+
+#[test]
+fn types_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<Table>();
+    send_sync::<TableMeta>();
+    send::<TableIter>();
+    send::<TableBuilder>();
+}
