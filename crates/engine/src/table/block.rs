@@ -74,6 +74,9 @@ impl BlockBuilder {
         }
         out.extend_from_slice(&(self.restarts.len() as u32).to_le_bytes());
         self.buf.clear();
+        if self.buf.capacity() > 16 * crate::limits::BLOCK_SIZE_TARGET {
+            self.buf = Vec::new();
+        }
         self.restarts.clear();
         self.counter = 0;
     }

@@ -195,6 +195,10 @@ impl TableBuilder {
         let scratch = std::mem::take(&mut self.scratch);
         let res = self.write_frame(KIND_DATA, &scratch);
         self.scratch = scratch;
+        if self.scratch.capacity() > 16 * BLOCK_SIZE_TARGET {
+            // Do not keep a huge single-entry block's buffer around.
+            self.scratch = Vec::new();
+        }
         let handle = res?;
         put_varint64(&mut self.index, handle.offset);
         put_varint64(&mut self.index, handle.len);

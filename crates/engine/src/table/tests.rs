@@ -384,3 +384,20 @@ fn types_are_send_and_sync() {
     send::<TableIter>();
     send::<TableBuilder>();
 }
+
+#[test]
+fn bloom_format_is_stable() {
+    // Pins the hash and the probe sequence: changing either breaks every
+    // existing file's filter.
+    assert_eq!(super::bloom::key_hash(b"escabelo"), PINNED_HASH);
+    let hashes: Vec<u64> = (0..10u64)
+        .map(|i| super::bloom::key_hash(&key(i)))
+        .collect();
+    let filter = super::bloom::build(&hashes, 10);
+    assert_eq!(filter.len(), 100 / 8 + 1 + 1);
+    assert_eq!(*filter.last().unwrap(), 7);
+    assert_eq!(xxhash_rust::xxh3::xxh3_64(&filter), PINNED_FILTER);
+}
+
+const PINNED_HASH: u64 = 3112922837177940099;
+const PINNED_FILTER: u64 = 7163877766024244151;
