@@ -248,7 +248,9 @@ impl Version {
     pub fn overlapping(&self, level: usize, smallest: &[u8], largest: &[u8]) -> Vec<TableFile> {
         self.levels[level]
             .iter()
-            .filter(|t| t.entry.largest.as_ref() >= smallest && t.entry.smallest.as_ref() <= largest)
+            .filter(|t| {
+                t.entry.largest.as_ref() >= smallest && t.entry.smallest.as_ref() <= largest
+            })
             .cloned()
             .collect()
     }
@@ -307,8 +309,14 @@ mod tests {
     fn file_names_round_trip() {
         assert_eq!(parse_file_name(&table_name(12)), Some(FileKind::Table(12)));
         assert_eq!(parse_file_name(&blob_name(7)), Some(FileKind::Blob(7)));
-        assert_eq!(parse_file_name(&log_name(1234567)), Some(FileKind::Log(1234567)));
-        assert_eq!(parse_file_name(&manifest_name(3)), Some(FileKind::Manifest(3)));
+        assert_eq!(
+            parse_file_name(&log_name(1234567)),
+            Some(FileKind::Log(1234567))
+        );
+        assert_eq!(
+            parse_file_name(&manifest_name(3)),
+            Some(FileKind::Manifest(3))
+        );
         assert_eq!(parse_file_name("CURRENT.tmp"), Some(FileKind::Temp));
         assert_eq!(parse_file_name("LOCK"), None);
         assert_eq!(parse_file_name("x.sst"), None);

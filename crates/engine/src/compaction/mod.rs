@@ -18,5 +18,4 @@
 mod picker;
 mod run;
 
-pub(crate) use picker::{pick, Compaction};
 pub(crate) use run::{compact_until_idle, start};

@@ -89,7 +89,8 @@ pub(crate) fn pick(v: &Version, o: &Options, cursors: &mut [Bytes]) -> Option<Co
     let smallest = inputs.iter().map(|t| t.entry.smallest.clone()).min()?;
     let largest = inputs.iter().map(|t| t.entry.largest.clone()).max()?;
     let overlapping = v.overlapping(output_level, &smallest, &largest);
-    let bottommost = (output_level + 1..NUM_LEVELS).all(|l| v.overlapping(l, &smallest, &largest).is_empty());
+    let bottommost =
+        (output_level + 1..NUM_LEVELS).all(|l| v.overlapping(l, &smallest, &largest).is_empty());
     Some(Compaction {
         level,
         output_level,

@@ -23,7 +23,10 @@ pub const IDLE_FLUSH_AFTER: Duration = Duration::from_secs(5);
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 
 /// Starts the compaction thread.
-pub(crate) fn start(shared: Arc<Shared>, commit: CommitHandle) -> Result<std::thread::JoinHandle<()>> {
+pub(crate) fn start(
+    shared: Arc<Shared>,
+    commit: CommitHandle,
+) -> Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("escabelo-compact".into())
         .spawn(move || run_thread(shared, commit))
@@ -116,7 +119,8 @@ fn run_compaction(shared: &Arc<Shared>, c: Compaction) -> Result<()> {
         return shared.log_and_apply(&mut vs, edit, &tables, &[]);
     }
     for t in &c.overlapping {
-        edit.deleted_tables.push((c.output_level as u32, t.entry.number));
+        edit.deleted_tables
+            .push((c.output_level as u32, t.entry.number));
     }
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
     if c.level == 0 {
@@ -186,7 +190,11 @@ fn merge_into(
                 finish_output(shared, b, c.output_level, finished, edit)?;
             }
             let n = shared.vs.lock().new_file_number();
-            outputs.push(TableBuilder::create(&shared.fs, &shared.path(&table_name(n)), n)?);
+            outputs.push(TableBuilder::create(
+                &shared.fs,
+                &shared.path(&table_name(n)),
+                n,
+            )?);
         }
         if let Some(b) = outputs.last_mut() {
             b.add(&key, &value)?;
@@ -209,8 +217,15 @@ fn finish_output(
     edit: &mut VersionEdit,
 ) -> Result<()> {
     let meta = b.finish()?;
-    shared.counters.bytes_written.fetch_add(meta.file_size, Ordering::Relaxed);
-    let table = Table::open(&shared.fs, &shared.path(&table_name(meta.number)), meta.number)?;
+    shared
+        .counters
+        .bytes_written
+        .fetch_add(meta.file_size, Ordering::Relaxed);
+    let table = Table::open(
+        &shared.fs,
+        &shared.path(&table_name(meta.number)),
+        meta.number,
+    )?;
     finished.push(table);
     edit.added_tables.push(TableEntry {
         level: level as u32,

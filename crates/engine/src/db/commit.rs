@@ -90,7 +90,12 @@ impl CommitHandle {
     /// Submits a garbage-collection move: point `key` at `new` if it still
     /// points at `old`. The outcome says whether it did.
     pub fn gc_move(&self, key: Bytes, old: BlobRef, new: BlobRef, done: WriteCallback) {
-        if let Err(e) = self.tx.send(Request::GcMove { key, old, new, done }) {
+        if let Err(e) = self.tx.send(Request::GcMove {
+            key,
+            old,
+            new,
+            done,
+        }) {
             if let Request::GcMove { done, .. } = e.0 {
                 done(Err(Error::Closed));
             }
@@ -225,7 +230,10 @@ impl Committer {
 
     fn sync(&mut self) -> Result<()> {
         let r = self.wal.sync();
-        self.shared.counters.wal_syncs.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .counters
+            .wal_syncs
+            .fetch_add(1, Ordering::Relaxed);
         if let Err(e) = &r {
             self.shared.set_fatal(format!("log sync failed: {e}"));
         }
@@ -236,7 +244,11 @@ impl Committer {
         if writes.is_empty() {
             return;
         }
-        if let Err(e) = self.shared.check_writable().and_then(|_| self.backpressure()) {
+        if let Err(e) = self
+            .shared
+            .check_writable()
+            .and_then(|_| self.backpressure())
+        {
             for w in writes {
                 fail_request(w, &e);
             }
@@ -274,13 +286,20 @@ impl Committer {
                         }
                     }
                 }
-                Request::GcMove { key, old, new, done } => {
+                Request::GcMove {
+                    key,
+                    old,
+                    new,
+                    done,
+                } => {
                     let current = match overlay.get(&key) {
                         Some(v) => Ok(Some(v.clone())),
                         None => sv.get_raw(&key),
                     };
                     match current {
-                        Ok(Some(Value::Blob(r))) if r == old => (key, Some(Value::Blob(new)), true, done),
+                        Ok(Some(Value::Blob(r))) if r == old => {
+                            (key, Some(Value::Blob(new)), true, done)
+                        }
                         Ok(_) => (key, None, false, done),
                         Err(e) => {
                             done(Err(e));
@@ -315,8 +334,10 @@ impl Committer {
                 return;
             }
             let c = &self.shared.counters;
-            c.bytes_written.fetch_add(self.buf.len() as u64, Ordering::Relaxed);
-            c.user_bytes_written.fetch_add(user_bytes, Ordering::Relaxed);
+            c.bytes_written
+                .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
+            c.user_bytes_written
+                .fetch_add(user_bytes, Ordering::Relaxed);
             c.wal_bytes.store(self.wal.len(), Ordering::Relaxed);
         }
         // Apply, then publish the new sequence number, then invalidate:
@@ -328,6 +349,7 @@ impl Committer {
             }
         }
         let seq = self.shared.seq.fetch_add(1, Ordering::SeqCst) + 1;
+        *self.shared.last_write.lock() = std::time::Instant::now();
         for d in &decided {
             if d.value.is_some() {
                 self.shared.cache.invalidate(&d.key, seq);
@@ -354,7 +376,10 @@ impl Committer {
             let l0 = vs.current.levels[0].len();
             if imms >= 2 * o.max_immutable_memtables.max(1) || l0 >= o.l0_stop {
                 if !delayed {
-                    self.shared.counters.write_stalls.fetch_add(1, Ordering::Relaxed);
+                    self.shared
+                        .counters
+                        .write_stalls
+                        .fetch_add(1, Ordering::Relaxed);
                     delayed = true;
                 }
                 if let Some(e) = self.shared.flush_error.lock().as_ref() {
@@ -369,7 +394,10 @@ impl Committer {
             }
             drop(vs);
             if !delayed && (imms >= o.max_immutable_memtables.max(1) || l0 >= o.l0_slowdown) {
-                self.shared.counters.write_stalls.fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .counters
+                    .write_stalls
+                    .fetch_add(1, Ordering::Relaxed);
                 std::thread::sleep(SLOWDOWN_DELAY);
             }
             return Ok(());
@@ -389,7 +417,8 @@ impl Committer {
             (vs.new_file_number(), vs.recyclable_logs.pop())
         };
         let o = &self.shared.opts;
-        let prealloc = if o.durability == Durability::Sync && o.wal_preallocate && recycle.is_none() {
+        let prealloc = if o.durability == Durability::Sync && o.wal_preallocate && recycle.is_none()
+        {
             o.memtable_size as u64
         } else {
             0

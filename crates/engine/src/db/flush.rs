@@ -94,7 +94,15 @@ fn flush_one(shared: &Arc<Shared>, imm: &Arc<Memtable>) -> Result<()> {
     };
     let mut out = Outputs::default();
     let mut garbage = imm.blob_garbage();
-    let built = build(shared, imm, &version, table_no, blob_no, &mut out, &mut garbage);
+    let built = build(
+        shared,
+        imm,
+        &version,
+        table_no,
+        blob_no,
+        &mut out,
+        &mut garbage,
+    );
     if let Err(e) = built {
         out.abandon();
         return Err(e);
@@ -107,8 +115,15 @@ fn flush_one(shared: &Arc<Shared>, imm: &Arc<Memtable>) -> Result<()> {
         if let Some(b) = out.blob.take() {
             let meta = b.finish()?;
             written.push(shared.path(&blob_name(meta.number)));
-            shared.counters.bytes_written.fetch_add(meta.file_size, Ordering::Relaxed);
-            blobs.push(BlobReader::open(&shared.fs, &shared.path(&blob_name(meta.number)), meta.number)?);
+            shared
+                .counters
+                .bytes_written
+                .fetch_add(meta.file_size, Ordering::Relaxed);
+            blobs.push(BlobReader::open(
+                &shared.fs,
+                &shared.path(&blob_name(meta.number)),
+                meta.number,
+            )?);
             edit.added_blobs.push(BlobEntry {
                 number: meta.number,
                 file_size: meta.file_size,
@@ -119,8 +134,15 @@ fn flush_one(shared: &Arc<Shared>, imm: &Arc<Memtable>) -> Result<()> {
         if let Some(t) = out.table.take() {
             let meta = t.finish()?;
             written.push(shared.path(&table_name(meta.number)));
-            shared.counters.bytes_written.fetch_add(meta.file_size, Ordering::Relaxed);
-            tables.push(Table::open(&shared.fs, &shared.path(&table_name(meta.number)), meta.number)?);
+            shared
+                .counters
+                .bytes_written
+                .fetch_add(meta.file_size, Ordering::Relaxed);
+            tables.push(Table::open(
+                &shared.fs,
+                &shared.path(&table_name(meta.number)),
+                meta.number,
+            )?);
             edit.added_tables.push(TableEntry {
                 level: 0,
                 number: meta.number,
@@ -152,7 +174,11 @@ fn flush_one(shared: &Arc<Shared>, imm: &Arc<Memtable>) -> Result<()> {
         return Err(Error::InvalidArgument("flushed memtable vanished".into()));
     };
     let removed = vs.imms.remove(pos);
-    edit.log_number = Some(vs.imms.first().map_or(vs.mem.log_number(), |m| m.log_number()));
+    edit.log_number = Some(
+        vs.imms
+            .first()
+            .map_or(vs.mem.log_number(), |m| m.log_number()),
+    );
     if let Err(e) = shared.log_and_apply(&mut vs, edit, &tables, &blobs) {
         vs.imms.insert(pos, removed);
         drop(vs);
@@ -196,10 +222,16 @@ fn build(
             *garbage.entry(r.file).or_insert(0) += u64::from(r.len);
         }
         let stored = match value {
-            Value::Tombstone if !matches!(older, Some(Value::Inline(_) | Value::Blob(_))) => continue,
+            Value::Tombstone if !matches!(older, Some(Value::Inline(_) | Value::Blob(_))) => {
+                continue
+            }
             Value::Inline(v) if threshold.is_some_and(|t| v.len() >= t) => {
                 if out.blob.is_none() {
-                    out.blob = Some(BlobWriter::create(&shared.fs, &shared.path(&blob_name(blob_no)), blob_no)?);
+                    out.blob = Some(BlobWriter::create(
+                        &shared.fs,
+                        &shared.path(&blob_name(blob_no)),
+                        blob_no,
+                    )?);
                 }
                 match out.blob.as_mut() {
                     Some(w) => Value::Blob(w.add(&key, &v)?),
@@ -209,7 +241,11 @@ fn build(
             v => v,
         };
         if out.table.is_none() {
-            out.table = Some(TableBuilder::create(&shared.fs, &shared.path(&table_name(table_no)), table_no)?);
+            out.table = Some(TableBuilder::create(
+                &shared.fs,
+                &shared.path(&table_name(table_no)),
+                table_no,
+            )?);
         }
         if let Some(t) = out.table.as_mut() {
             t.add(&key, &stored)?;
@@ -226,7 +262,9 @@ pub(crate) fn wait_flushed(shared: &Shared) -> Result<()> {
             return Ok(());
         }
         if let Some(e) = shared.flush_error.lock().as_ref() {
-            return Err(Error::NoSpace { context: format!("flush failed: {e}") });
+            return Err(Error::NoSpace {
+                context: format!("flush failed: {e}"),
+            });
         }
         if shared.shutdown.load(Ordering::Acquire) {
             return Err(Error::Closed);

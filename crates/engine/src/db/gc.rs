@@ -19,7 +19,7 @@
 use super::commit::CommitHandle;
 use super::Shared;
 use crate::blob::{BlobReader, BlobWriter};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{IoContext, Result};
 use crate::manifest::{BlobEntry, VersionEdit};
 use crate::types::Value;
 use crate::version::{blob_name, Version};
@@ -75,7 +75,10 @@ pub(crate) fn run(shared: &Arc<Shared>, commit: &CommitHandle, number: u64) -> R
     let mut new_entry = None;
     if let Some(w) = writer.take() {
         let meta = w.finish()?;
-        shared.counters.bytes_written.fetch_add(meta.file_size, Ordering::Relaxed);
+        shared
+            .counters
+            .bytes_written
+            .fetch_add(meta.file_size, Ordering::Relaxed);
         shared
             .fs
             .sync_dir(&shared.dir)
@@ -146,7 +149,8 @@ pub(crate) fn run(shared: &Arc<Shared>, commit: &CommitHandle, number: u64) -> R
             // Garbage found by flushes since step 1, plus unclaimed copies.
             let since = garbage_now.saturating_sub(entry.record_bytes);
             let unclaimed = entry.record_bytes.saturating_sub(claimed);
-            edit.blob_garbage_set.push((entry.number, since + unclaimed));
+            edit.blob_garbage_set
+                .push((entry.number, since + unclaimed));
         }
         shared.log_and_apply(&mut vs, edit, &[], &[])?;
     }
@@ -163,13 +167,4 @@ pub(crate) fn run(shared: &Arc<Shared>, commit: &CommitHandle, number: u64) -> R
         "collected blob file"
     );
     Ok(())
-}
-
-/// Error for a value whose blob is missing (never returned as data).
-pub(crate) fn missing_blob(shared: &Shared, file: u64, offset: u64) -> Error {
-    Error::corruption(
-        shared.path(&blob_name(file)),
-        offset,
-        "value points to a blob file that is not live",
-    )
 }

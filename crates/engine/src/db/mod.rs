@@ -21,6 +21,7 @@ mod read;
 
 pub use read::{KeysIter, ScanIter};
 
+use crate::blob::BlobReader;
 use crate::cache::ValueCache;
 use crate::error::{Error, Result};
 use crate::fs::{DirLock, File, FsRef};
@@ -28,7 +29,6 @@ use crate::manifest::{ManifestWriter, VersionEdit};
 use crate::memtable::Memtable;
 use crate::options::Options;
 use crate::table::Table;
-use crate::blob::BlobReader;
 use crate::version::{SuperVersion, Version};
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, RwLock};
@@ -214,7 +214,12 @@ impl Shared {
 
     /// Writes a fresh manifest holding a snapshot of `version` and points
     /// `CURRENT` at it.
-    pub fn roll_manifest(&self, vs: &mut VersionSet, version: &Version, log_number: u64) -> Result<()> {
+    pub fn roll_manifest(
+        &self,
+        vs: &mut VersionSet,
+        version: &Version,
+        log_number: u64,
+    ) -> Result<()> {
         let number = vs.new_file_number();
         let mut snap = version.snapshot_edit();
         snap.log_number = Some(log_number);
@@ -316,7 +321,10 @@ impl Db {
             WriteOp::Put { key, value } => (key, Some(value.as_ref())),
             WriteOp::Delete { key } => (key, None),
         };
-        if let Err(e) = self.validate(key, value).and_then(|_| self.shared.check_writable()) {
+        if let Err(e) = self
+            .validate(key, value)
+            .and_then(|_| self.shared.check_writable())
+        {
             done(Err(e));
             return;
         }

@@ -13,11 +13,15 @@ use crate::cache::ValueCache;
 use crate::error::{Error, IoContext, Result};
 use crate::fs::OpenMode;
 use crate::limits::VALUE_LEN_MAX_LIMIT;
-use crate::manifest::{read_current, read_manifest, set_current, BlobEntry, ManifestWriter, TableEntry, VersionEdit};
+use crate::manifest::{
+    read_current, read_manifest, set_current, BlobEntry, ManifestWriter, TableEntry, VersionEdit,
+};
 use crate::memtable::Memtable;
 use crate::options::{Durability, Options};
 use crate::table::Table;
-use crate::version::{blob_name, log_name, manifest_name, parse_file_name, table_name, FileKind, Version, NUM_LEVELS};
+use crate::version::{
+    blob_name, log_name, manifest_name, parse_file_name, table_name, FileKind, Version, NUM_LEVELS,
+};
 use crate::wal::{ReadMode, WalReader, WalWriter};
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, RwLock};
@@ -76,10 +80,14 @@ fn check_options(o: &Options) -> Result<()> {
         )));
     }
     if o.memtable_size < 64 * 1024 {
-        return Err(Error::InvalidArgument("memtable size must be at least 64 KiB".into()));
+        return Err(Error::InvalidArgument(
+            "memtable size must be at least 64 KiB".into(),
+        ));
     }
     if !(0.0..=1.0).contains(&o.blob_gc_threshold) || o.blob_gc_threshold == 0.0 {
-        return Err(Error::InvalidArgument("blob GC threshold must be in (0, 1]".into()));
+        return Err(Error::InvalidArgument(
+            "blob GC threshold must be in (0, 1]".into(),
+        ));
     }
     Ok(())
 }
@@ -111,7 +119,9 @@ pub(super) fn open(opts: Options) -> Result<Db> {
         for e in edits {
             fold.apply(e);
         }
-        old_manifest_number = name.strip_prefix("MANIFEST-").and_then(|n| n.parse::<u64>().ok());
+        old_manifest_number = name
+            .strip_prefix("MANIFEST-")
+            .and_then(|n| n.parse::<u64>().ok());
     }
 
     // Open live files.
@@ -119,14 +129,22 @@ pub(super) fn open(opts: Options) -> Result<Db> {
     let mut snapshot = VersionEdit::default();
     for t in fold.tables.values() {
         if t.level as usize >= NUM_LEVELS {
-            return Err(Error::corruption(dir.join(name_or(&old_manifest)), 0, format!("table {} at level {}", t.number, t.level)));
+            return Err(Error::corruption(
+                dir.join(name_or(&old_manifest)),
+                0,
+                format!("table {} at level {}", t.number, t.level),
+            ));
         }
         tables.push(Table::open(&fs, &dir.join(table_name(t.number)), t.number)?);
         snapshot.added_tables.push(t.clone());
     }
     let mut blobs = Vec::with_capacity(fold.blobs.len());
     for (b, garbage) in fold.blobs.values() {
-        blobs.push(BlobReader::open(&fs, &dir.join(blob_name(b.number)), b.number)?);
+        blobs.push(BlobReader::open(
+            &fs,
+            &dir.join(blob_name(b.number)),
+            b.number,
+        )?);
         snapshot.added_blobs.push(b.clone());
         snapshot.blob_garbage_set.push((b.number, *garbage));
     }
@@ -139,7 +157,9 @@ pub(super) fn open(opts: Options) -> Result<Db> {
         .ctx(|| format!("list {}", dir.display()))?;
     let mut removed = 0;
     for name in &names {
-        let Some(kind) = parse_file_name(name) else { continue };
+        let Some(kind) = parse_file_name(name) else {
+            continue;
+        };
         let orphan = match kind {
             FileKind::Table(n) => {
                 fold.next_file = fold.next_file.max(n + 1);
@@ -166,7 +186,8 @@ pub(super) fn open(opts: Options) -> Result<Db> {
         };
         if orphan {
             let p = dir.join(name);
-            fs.remove_file(&p).ctx(|| format!("remove leftover {}", p.display()))?;
+            fs.remove_file(&p)
+                .ctx(|| format!("remove leftover {}", p.display()))?;
             removed += 1;
         }
     }
@@ -199,7 +220,10 @@ pub(super) fn open(opts: Options) -> Result<Db> {
     let log_number = next_file + 1;
     next_file += 2;
     let mut snap = version.snapshot_edit();
-    snap.log_number = Some(imms.first().map_or(log_number, |m: &Arc<Memtable>| m.log_number()));
+    snap.log_number = Some(
+        imms.first()
+            .map_or(log_number, |m: &Arc<Memtable>| m.log_number()),
+    );
     snap.next_file_number = Some(next_file);
     let manifest_name_new = manifest_name(manifest_number);
     let manifest = ManifestWriter::create(&fs, &dir.join(&manifest_name_new), &snap)?;
@@ -209,14 +233,23 @@ pub(super) fn open(opts: Options) -> Result<Db> {
         0
     };
     let recycle = empty_logs.pop();
-    let wal = WalWriter::create(&fs, &dir, &dir.join(log_name(log_number)), log_number, prealloc, recycle.as_deref())?;
+    let wal = WalWriter::create(
+        &fs,
+        &dir,
+        &dir.join(log_name(log_number)),
+        log_number,
+        prealloc,
+        recycle.as_deref(),
+    )?;
     set_current(&fs, &dir, &manifest_name_new)?;
     if let Some(old) = &old_manifest {
         let p = dir.join(old);
-        fs.remove_file(&p).ctx(|| format!("remove old manifest {}", p.display()))?;
+        fs.remove_file(&p)
+            .ctx(|| format!("remove old manifest {}", p.display()))?;
     }
     for p in empty_logs {
-        fs.remove_file(&p).ctx(|| format!("remove empty log {}", p.display()))?;
+        fs.remove_file(&p)
+            .ctx(|| format!("remove empty log {}", p.display()))?;
     }
     // The log file just created must not be mistaken for a leftover.
     let _ = fs.open(&dir.join(log_name(log_number)), OpenMode::Read);

@@ -112,7 +112,12 @@ mod tests {
     #[test]
     fn newest_wins_and_order_kept() {
         let newer = mem(&[("b", Some("new")), ("d", None)]);
-        let older = mem(&[("a", Some("1")), ("b", Some("old")), ("c", Some("3")), ("d", Some("4"))]);
+        let older = mem(&[
+            ("a", Some("1")),
+            ("b", Some("old")),
+            ("c", Some("3")),
+            ("d", Some("4")),
+        ]);
         let out: Vec<_> = MergeIter::new(vec![newer, older], b"")
             .unwrap()
             .map(|r| r.unwrap())

@@ -52,8 +52,12 @@ impl Source for MemSource {
             let from = self.next_from.take()?;
             let chunk = match &from {
                 Bound::Unbounded => self.mem.entries_from(Bound::Unbounded, MEM_CHUNK),
-                Bound::Included(k) => self.mem.entries_from(Bound::Included(k.as_ref()), MEM_CHUNK),
-                Bound::Excluded(k) => self.mem.entries_from(Bound::Excluded(k.as_ref()), MEM_CHUNK),
+                Bound::Included(k) => self
+                    .mem
+                    .entries_from(Bound::Included(k.as_ref()), MEM_CHUNK),
+                Bound::Excluded(k) => self
+                    .mem
+                    .entries_from(Bound::Excluded(k.as_ref()), MEM_CHUNK),
             };
             if chunk.len() == MEM_CHUNK {
                 if let Some((last, _)) = chunk.last() {

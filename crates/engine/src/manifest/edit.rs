@@ -163,7 +163,8 @@ impl VersionEdit {
                 }
                 TAG_BLOB_GARBAGE_SET => {
                     let n = d.varint64().ok_or_else(short)?;
-                    e.blob_garbage_set.push((n, d.varint64().ok_or_else(short)?));
+                    e.blob_garbage_set
+                        .push((n, d.varint64().ok_or_else(short)?));
                 }
                 other => return Err(format!("unknown edit tag {other}")),
             }
