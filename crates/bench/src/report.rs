@@ -80,6 +80,8 @@ pub struct Results {
     pub read: OpStats,
     /// Writes.
     pub write: OpStats,
+    /// Failed attempts to connect (or reconnect) during the measured phase.
+    pub connect_errors: u64,
 }
 
 impl Results {
@@ -87,6 +89,7 @@ impl Results {
     pub fn merge(&mut self, other: &Results) {
         self.read.merge(&other.read);
         self.write.merge(&other.write);
+        self.connect_errors += other.connect_errors;
     }
 
     /// Reads and writes together.
@@ -195,7 +198,10 @@ pub struct Report {
     pub live_keys: u64,
     /// Sum of the latest written value size plus key size over the live keys.
     pub live_bytes: u64,
-    /// All errors, preload included; non-zero means a non-zero exit status.
+    /// Failed attempts to connect during the measured phase.
+    pub connect_errors: u64,
+    /// All errors: reads, writes, connects and the preload's; non-zero
+    /// means a non-zero exit status.
     pub errors: u64,
     /// The first few error messages.
     pub error_samples: Vec<String>,
@@ -230,7 +236,8 @@ impl Report {
             elapsed_secs: elapsed.as_secs_f64(),
             read: OpSummary::new(&results.read, elapsed),
             write: OpSummary::new(&results.write, elapsed),
-            errors: total.errors + preload_errors,
+            connect_errors: results.connect_errors,
+            errors: total.errors + preload_errors + results.connect_errors,
             total: OpSummary::new(&total, elapsed),
             live_keys: live.0,
             live_bytes: live.1,
@@ -302,7 +309,10 @@ impl Report {
             self.live_keys, self.live_bytes
         ));
         if self.errors > 0 {
-            s.push_str(&format!("ERRORS: {}\n", self.errors));
+            s.push_str(&format!(
+                "ERRORS: {} (connect failures: {}, preload: {})\n",
+                self.errors, self.connect_errors, self.preload_errors
+            ));
             for e in &self.error_samples {
                 s.push_str(&format!("  {e}\n"));
             }

@@ -234,7 +234,7 @@ async fn load_task(shared: Arc<Shared>, id: u64, deadline: Instant) -> Results {
             None => match connect(&shared).await {
                 Ok(c) => conn.insert(c),
                 Err(e) => {
-                    res.write.errors += 1;
+                    res.connect_errors += 1;
                     shared.note_error(format!("connecting to {}: {e}", cfg.addr));
                     failures += 1;
                     let pause = Duration::from_millis(100 * u64::from(failures.min(10)));
@@ -384,7 +384,7 @@ pub async fn run(cfg: Config) -> Report {
         match t.await {
             Ok(r) => results.merge(&r),
             Err(e) => {
-                results.write.errors += 1;
+                results.connect_errors += 1;
                 shared.note_error(format!("connection task failed: {e}"));
             }
         }
