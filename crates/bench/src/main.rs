@@ -1,1 +1,44 @@
-fn main() {}
+//! `escabelo-bench`: load generator for Escabelo (text protocol) and Redis
+//! (RESP2) with the challenge's workload. Prints a table (or one JSON object
+//! with `--json`); exits non-zero if any request failed or any value read
+//! back was wrong.
+
+mod client;
+mod config;
+mod report;
+mod run;
+mod workload;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cfg = config::Config::from_env_args();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("escabelo-bench: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let json = cfg.json;
+    let report = runtime.block_on(run::run(cfg));
+    if json {
+        println!("{}", report.to_json());
+        for e in &report.error_samples {
+            eprintln!("error: {e}");
+        }
+    } else {
+        print!("{}", report.to_table());
+    }
+    if report.errors > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,363 @@
+//! The challenge's workload: key choice (80% of requests on the hot keys),
+//! operation choice, value sizes in three bands, and self-checking values.
+//!
+//! A value of length `L` for key `K` written with version `V` is
+//! `K:L:V:` followed by filler bytes from a generator seeded by `K` and `V`.
+//! The filler alphabet is `A-Z a-z 0-9 - _`, so values never contain `\r`
+//! (or any other byte the text protocol treats specially). A value whose
+//! chosen size is shorter than its header is lengthened to the header.
+
+use rand::Rng;
+
+/// Share of requests that go to the hot keys (the challenge's 80/20 pattern).
+pub const HOT_REQUEST_SHARE: f64 = 0.8;
+
+/// Size bands: (cumulative probability, smallest size, largest size).
+const SIZE_BANDS: [(f64, usize, usize); 3] = [
+    (0.7, 1, 1024),
+    (0.9, 1024, 10 * 1024),
+    (1.0, 10 * 1024, 100 * 1024),
+];
+
+const FILLER_ALPHABET: &[u8; 64] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// Kind of request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Read one key.
+    Read,
+    /// Write one key.
+    Write,
+}
+
+/// Why a value read back is not a well-formed value for its key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    /// The value does not start with `<key>:`.
+    #[error("value does not start with its key")]
+    WrongKey,
+    /// The `<len>:<version>:` header is missing or malformed.
+    #[error("malformed value header")]
+    BadHeader,
+    /// The value's length differs from the one in its header.
+    #[error("value length {got} differs from its header's {expected}")]
+    WrongLength {
+        /// Length from the header.
+        expected: usize,
+        /// Length received.
+        got: usize,
+    },
+    /// A filler byte differs from the one that was written.
+    #[error("value corrupted at byte {offset}")]
+    Corrupt {
+        /// Offset of the first wrong byte in the value.
+        offset: usize,
+    },
+}
+
+/// The key space and the request mix.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    key_count: u64,
+    hot_count: u64,
+    read_ratio: f64,
+}
+
+impl Workload {
+    /// A workload over `key_count` keys of which the first
+    /// `ceil(key_count * hot_key_ratio)` are hot.
+    pub fn new(key_count: u64, hot_key_ratio: f64, read_ratio: f64) -> Self {
+        let key_count = key_count.max(1);
+        let hot = (key_count as f64 * hot_key_ratio).ceil() as u64;
+        Workload {
+            key_count,
+            hot_count: hot.min(key_count),
+            read_ratio,
+        }
+    }
+
+    /// Number of hot keys.
+    #[cfg(test)]
+    pub fn hot_count(&self) -> u64 {
+        self.hot_count
+    }
+
+    /// Picks a key index: 80% of the time among the hot keys.
+    pub fn choose_key<R: Rng>(&self, rng: &mut R) -> u64 {
+        let (h, n) = (self.hot_count, self.key_count);
+        if h == 0 || h == n {
+            return rng.gen_range(0..n);
+        }
+        if rng.gen_bool(HOT_REQUEST_SHARE) {
+            rng.gen_range(0..h)
+        } else {
+            rng.gen_range(h..n)
+        }
+    }
+
+    /// Picks read or write according to the read ratio.
+    pub fn choose_op<R: Rng>(&self, rng: &mut R) -> Op {
+        if rng.gen::<f64>() < self.read_ratio {
+            Op::Read
+        } else {
+            Op::Write
+        }
+    }
+}
+
+/// The name of key number `i`: `bench:000123`.
+pub fn key_name(i: u64) -> String {
+    format!("bench:{i:06}")
+}
+
+/// Picks a value size: 70% 1 B..1 KiB, 20% 1..10 KiB, 10% 10..100 KiB.
+pub fn choose_size<R: Rng>(rng: &mut R) -> usize {
+    let p: f64 = rng.gen();
+    for &(cum, lo, hi) in &SIZE_BANDS {
+        if p < cum {
+            return rng.gen_range(lo..=hi);
+        }
+    }
+    let (_, lo, hi) = SIZE_BANDS[SIZE_BANDS.len() - 1];
+    rng.gen_range(lo..=hi)
+}
+
+/// The size of key `i`'s preloaded value for a given seed, so that a later
+/// run with `--assume-preloaded` knows the live data size without writing.
+pub fn preload_size(seed: u64, i: u64) -> usize {
+    use rand::SeedableRng;
+    let mut rng =
+        rand::rngs::SmallRng::seed_from_u64(seed ^ 0x5052_454c_4f41_4400 ^ i.wrapping_mul(K1));
+    choose_size(&mut rng)
+}
+
+/// The length a value gets when `wanted` bytes are asked for (at least its header).
+pub fn effective_len(key: &str, wanted: usize, version: u64) -> usize {
+    let mut len = wanted;
+    loop {
+        let h = header_len(key, len, version);
+        if h <= len {
+            return len;
+        }
+        len = h;
+    }
+}
+
+fn header_len(key: &str, len: usize, version: u64) -> usize {
+    key.len() + 3 + digits(len as u64) + digits(version)
+}
+
+fn digits(mut n: u64) -> usize {
+    let mut d = 1;
+    while n >= 10 {
+        n /= 10;
+        d += 1;
+    }
+    d
+}
+
+const K1: u64 = 0x9E37_79B9_7F4A_7C15;
+
+fn filler_seed(key: &str, version: u64) -> u64 {
+    // FNV-1a of the key, mixed with the version.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in key.as_bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^ version.wrapping_mul(K1)
+}
+
+/// Deterministic filler generator (splitmix64, one alphabet byte per 6 bits).
+struct Filler {
+    state: u64,
+    word: u64,
+    left: u32,
+}
+
+impl Filler {
+    fn new(key: &str, version: u64) -> Self {
+        Filler {
+            state: filler_seed(key, version),
+            word: 0,
+            left: 0,
+        }
+    }
+
+    #[inline]
+    fn next_byte(&mut self) -> u8 {
+        if self.left == 0 {
+            self.state = self.state.wrapping_add(K1);
+            let mut z = self.state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            self.word = z ^ (z >> 31);
+            self.left = 10;
+        }
+        let b = FILLER_ALPHABET[(self.word & 63) as usize];
+        self.word >>= 6;
+        self.left -= 1;
+        b
+    }
+}
+
+/// Appends the value for `key` at `version` to `out`; returns its length,
+/// which is `wanted` or, if that is shorter than the header, the header's.
+pub fn write_value(out: &mut Vec<u8>, key: &str, wanted: usize, version: u64) -> usize {
+    let len = effective_len(key, wanted, version);
+    let start = out.len();
+    out.reserve(len);
+    out.extend_from_slice(key.as_bytes());
+    out.push(b':');
+    out.extend_from_slice(len.to_string().as_bytes());
+    out.push(b':');
+    out.extend_from_slice(version.to_string().as_bytes());
+    out.push(b':');
+    let mut f = Filler::new(key, version);
+    while out.len() - start < len {
+        out.push(f.next_byte());
+    }
+    len
+}
+
+/// The value for `key` at `version` with `wanted` bytes, as a new vector.
+#[cfg(test)]
+pub fn make_value(key: &str, wanted: usize, version: u64) -> Vec<u8> {
+    let mut v = Vec::new();
+    write_value(&mut v, key, wanted, version);
+    v
+}
+
+fn parse_number(b: &[u8]) -> Option<(u64, usize)> {
+    let end = b.iter().position(|&c| c == b':')?;
+    if end == 0 || end > 20 || !b[..end].iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let s = std::str::from_utf8(&b[..end]).ok()?;
+    Some((s.parse().ok()?, end + 1))
+}
+
+/// Checks that `value` is a well-formed value for `key` (any version).
+pub fn check_value(key: &str, value: &[u8]) -> Result<(), ValueError> {
+    let k = key.as_bytes();
+    if value.len() <= k.len() || &value[..k.len()] != k || value[k.len()] != b':' {
+        return Err(ValueError::WrongKey);
+    }
+    let mut pos = k.len() + 1;
+    let (len, used) = parse_number(&value[pos..]).ok_or(ValueError::BadHeader)?;
+    pos += used;
+    let (version, used) = parse_number(&value[pos..]).ok_or(ValueError::BadHeader)?;
+    pos += used;
+    let len = usize::try_from(len).map_err(|_| ValueError::BadHeader)?;
+    if len != value.len() {
+        return Err(ValueError::WrongLength {
+            expected: len,
+            got: value.len(),
+        });
+    }
+    if pos != header_len(key, len, version) {
+        return Err(ValueError::BadHeader);
+    }
+    let mut f = Filler::new(key, version);
+    for (i, &b) in value[pos..].iter().enumerate() {
+        if b != f.next_byte() {
+            return Err(ValueError::Corrupt { offset: pos + i });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{rngs::SmallRng, SeedableRng};
+
+    #[test]
+    fn values_roundtrip_and_have_no_cr() {
+        let mut rng = SmallRng::seed_from_u64(1);
+        for v in 0..200u64 {
+            let key = key_name(v * 37);
+            let want = choose_size(&mut rng);
+            let val = make_value(&key, want, v);
+            assert_eq!(val.len(), effective_len(&key, want, v));
+            assert!(val.len() >= want);
+            assert!(!val.contains(&b'\r'));
+            assert_eq!(check_value(&key, &val), Ok(()));
+        }
+    }
+
+    #[test]
+    fn tiny_sizes_get_the_header() {
+        let v = make_value("bench:000001", 1, 7);
+        assert_eq!(check_value("bench:000001", &v), Ok(()));
+        assert_eq!(&v[..], b"bench:000001:18:7:");
+    }
+
+    #[test]
+    fn corruption_is_detected() {
+        let key = key_name(5);
+        let good = make_value(&key, 5000, 3);
+        let mut bad = good.clone();
+        bad[4000] = if bad[4000] == b'A' { b'B' } else { b'A' };
+        assert_eq!(
+            check_value(&key, &bad),
+            Err(ValueError::Corrupt { offset: 4000 })
+        );
+        assert_eq!(
+            check_value(&key, &good[..4999]),
+            Err(ValueError::WrongLength {
+                expected: 5000,
+                got: 4999
+            })
+        );
+        assert_eq!(check_value(&key_name(6), &good), Err(ValueError::WrongKey));
+        assert_eq!(check_value(&key, b"error"), Err(ValueError::WrongKey));
+        assert_eq!(
+            check_value(&key, b"bench:000005:x:1:"),
+            Err(ValueError::BadHeader)
+        );
+        // Another version's header with this version's filler.
+        let mut swapped = good.clone();
+        let other = make_value(&key, 5000, 4);
+        swapped[..20].copy_from_slice(&other[..20]);
+        assert!(check_value(&key, &swapped).is_err());
+    }
+
+    #[test]
+    fn size_bands_and_hot_keys() {
+        let mut rng = SmallRng::seed_from_u64(2);
+        let n = 100_000;
+        let mut bands = [0usize; 3];
+        for _ in 0..n {
+            let s = choose_size(&mut rng);
+            assert!((1..=100 * 1024).contains(&s));
+            bands[if s <= 1024 {
+                0
+            } else if s <= 10 * 1024 {
+                1
+            } else {
+                2
+            }] += 1;
+        }
+        let share = |c: usize| c as f64 / n as f64;
+        assert!((share(bands[0]) - 0.7).abs() < 0.01);
+        assert!((share(bands[1]) - 0.2).abs() < 0.01);
+        assert!((share(bands[2]) - 0.1).abs() < 0.01);
+
+        let w = Workload::new(10_000, 0.2, 0.8);
+        assert_eq!(w.hot_count(), 2000);
+        let mut hot = 0;
+        let mut reads = 0;
+        for _ in 0..n {
+            if w.choose_key(&mut rng) < 2000 {
+                hot += 1;
+            }
+            if w.choose_op(&mut rng) == Op::Read {
+                reads += 1;
+            }
+        }
+        assert!((share(hot) - 0.8).abs() < 0.01);
+        assert!((share(reads) - 0.8).abs() < 0.01);
+    }
+}
