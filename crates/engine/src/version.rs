@@ -186,7 +186,7 @@ impl Version {
 
     fn sort_levels(&mut self) {
         if let Some(l0) = self.levels.first_mut() {
-            l0.sort_by(|a, b| b.entry.number.cmp(&a.entry.number));
+            l0.sort_by_key(|t| std::cmp::Reverse(t.entry.number));
         }
         for l in self.levels.iter_mut().skip(1) {
             l.sort_by(|a, b| a.entry.smallest.cmp(&b.entry.smallest));

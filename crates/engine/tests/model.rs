@@ -21,7 +21,7 @@ fn seed_from_env() -> u64 {
     std::env::var("ESCABELO_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::random())
+        .unwrap_or_else(rand::random)
 }
 
 fn small_options(dir: &std::path::Path) -> Options {

@@ -54,7 +54,7 @@ pub(crate) fn pick(v: &Version, o: &Options, cursors: &mut [Bytes]) -> Option<Co
         let score = l0 as f64 / o.l0_compaction_trigger.max(1) as f64;
         best = Some((score, 0));
     }
-    for level in 1..last {
+    for (level, &target) in targets.iter().enumerate().take(last).skip(1) {
         let bytes = v.level_bytes(level);
         if bytes == 0 {
             continue;
@@ -63,7 +63,7 @@ pub(crate) fn pick(v: &Version, o: &Options, cursors: &mut [Bytes]) -> Option<Co
         let score = if level < base {
             f64::MAX
         } else {
-            bytes as f64 / targets[level].max(1) as f64
+            bytes as f64 / target.max(1) as f64
         };
         if best.is_none_or(|(s, _)| score > s) {
             best = Some((score, level));

@@ -52,15 +52,15 @@ fn run_thread(shared: Arc<Shared>, commit: CommitHandle) {
         }
         let idle = shared.last_write.lock().elapsed() >= IDLE_FLUSH_AFTER;
         if idle && !shared.super_version().mem.is_empty() {
-            if let Err(e) = commit.control_wait(Control::Rotate) {
-                tracing::warn!(error = %e, "idle flush failed");
-            }
+            // Never wait for the commit thread here: it may be waiting for
+            // this thread (backpressure on level 0).
+            commit.control_async(Control::Rotate);
         }
         loop {
             if shared.shutdown.load(Ordering::Acquire) {
                 return;
             }
-            match run_once(&shared, &commit) {
+            match run_once(&shared) {
                 Ok(true) => continue,
                 Ok(false) => break,
                 Err(e) => {
@@ -75,14 +75,15 @@ fn run_thread(shared: Arc<Shared>, commit: CommitHandle) {
     }
 }
 
-/// Runs compactions and blob collections until none is due.
+/// Runs compactions, then blob collections, until none is due.
 pub(crate) fn compact_until_idle(shared: &Arc<Shared>, commit: &CommitHandle) -> Result<()> {
-    while run_once(shared, commit)? {}
+    while run_once(shared)? {}
+    while gc::run_once(shared, commit)? {}
     Ok(())
 }
 
-/// Runs one compaction or one blob collection; false if none was due.
-fn run_once(shared: &Arc<Shared>, commit: &CommitHandle) -> Result<bool> {
+/// Runs one compaction; false if none was due.
+fn run_once(shared: &Arc<Shared>) -> Result<bool> {
     let _one_at_a_time = shared.compaction_lock.lock();
     let version = shared.vs.lock().current.clone();
     let chosen = {
@@ -93,10 +94,6 @@ fn run_once(shared: &Arc<Shared>, commit: &CommitHandle) -> Result<bool> {
         run_compaction(shared, c)?;
         shared.counters.compactions.fetch_add(1, Ordering::Relaxed);
         shared.wake_background();
-        return Ok(true);
-    }
-    if let Some(n) = gc::pick(&version, shared.opts.blob_gc_threshold) {
-        gc::run(shared, commit, n)?;
         return Ok(true);
     }
     Ok(false)
@@ -138,18 +135,22 @@ fn run_compaction(shared: &Arc<Shared>, c: Compaction) -> Result<()> {
         for b in outputs {
             b.abandon();
         }
-        for t in &finished {
-            let _ = shared.fs.remove_file(&shared.path(&table_name(t.number())));
-        }
+        shared.remove_outputs(
+            finished
+                .iter()
+                .map(|t| shared.path(&table_name(t.number()))),
+        );
         return Err(e);
     }
     {
         let mut vs = shared.vs.lock();
         if let Err(e) = shared.log_and_apply(&mut vs, edit, &finished, &[]) {
             drop(vs);
-            for t in &finished {
-                let _ = shared.fs.remove_file(&shared.path(&table_name(t.number())));
-            }
+            shared.remove_outputs(
+                finished
+                    .iter()
+                    .map(|t| shared.path(&table_name(t.number()))),
+            );
             return Err(e);
         }
     }

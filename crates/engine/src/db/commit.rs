@@ -102,6 +102,11 @@ impl CommitHandle {
         }
     }
 
+    /// Queues a control request without waiting for it.
+    pub fn control_async(&self, c: Control) {
+        let _ = self.tx.send(Request::Control(c, Box::new(|_| {})));
+    }
+
     pub fn control_wait(&self, c: Control) -> Result<()> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         let req = Request::Control(

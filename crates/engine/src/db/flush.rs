@@ -159,9 +159,7 @@ fn flush_one(shared: &Arc<Shared>, imm: &Arc<Memtable>) -> Result<()> {
     })();
     if let Err(e) = finished {
         out.abandon();
-        for p in &written {
-            let _ = shared.fs.remove_file(p);
-        }
+        shared.remove_outputs(written);
         return Err(e);
     }
     edit.blob_garbage = garbage.into_iter().filter(|(_, b)| *b > 0).collect();
@@ -182,9 +180,7 @@ fn flush_one(shared: &Arc<Shared>, imm: &Arc<Memtable>) -> Result<()> {
     if let Err(e) = shared.log_and_apply(&mut vs, edit, &tables, &blobs) {
         vs.imms.insert(pos, removed);
         drop(vs);
-        for p in &written {
-            let _ = shared.fs.remove_file(p);
-        }
+        shared.remove_outputs(written);
         return Err(e);
     }
     vs.live_logs.retain(|(n, _)| *n != imm.log_number());

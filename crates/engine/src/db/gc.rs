@@ -15,6 +15,10 @@
 //!
 //! A crash before step 3 leaves the old file live and the new one counted
 //! as all garbage: the next collection redoes the work and nothing leaks.
+//!
+//! Collection has a thread of its own: it waits for the commit thread,
+//! which may itself be waiting (backpressure) for flushes and compactions,
+//! so it must never hold up those.
 
 use super::commit::CommitHandle;
 use super::Shared;
@@ -25,6 +29,56 @@ use crate::types::Value;
 use crate::version::{blob_name, Version};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+
+/// How often the collection thread looks for work when nothing wakes it.
+const TICK: std::time::Duration = std::time::Duration::from_secs(1);
+/// Pause after a failed collection.
+const RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Starts the blob collection thread.
+pub(crate) fn start(
+    shared: Arc<Shared>,
+    commit: CommitHandle,
+) -> Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("escabelo-blob-gc".into())
+        .spawn(move || loop {
+            {
+                let mut vs = shared.vs.lock();
+                if shared.shutdown.load(Ordering::Acquire) {
+                    return;
+                }
+                shared.bg_cv.wait_for(&mut vs, TICK);
+            }
+            loop {
+                if shared.shutdown.load(Ordering::Acquire) {
+                    return;
+                }
+                match run_once(&shared, &commit) {
+                    Ok(true) => continue,
+                    Ok(false) => break,
+                    Err(e) => {
+                        if !shared.shutdown.load(Ordering::Acquire) {
+                            tracing::error!(error = %e, "blob garbage collection failed; will retry");
+                            std::thread::sleep(RETRY_DELAY);
+                        }
+                        break;
+                    }
+                }
+            }
+        })
+        .map_err(|e| crate::error::Error::io("spawn blob collection thread", e))
+}
+
+/// Collects one blob file if one is due; false if none was.
+pub(crate) fn run_once(shared: &Arc<Shared>, commit: &CommitHandle) -> Result<bool> {
+    let _one_at_a_time = shared.gc_lock.lock();
+    let version = shared.vs.lock().current.clone();
+    match pick(&version, shared.opts.blob_gc_threshold) {
+        Some(n) => run(shared, commit, n).map(|_| true),
+        None => Ok(false),
+    }
+}
 
 /// The blob file most in need of collection, if any passes the threshold.
 pub(crate) fn pick(v: &Version, threshold: f64) -> Option<u64> {
@@ -98,7 +152,7 @@ pub(crate) fn run(shared: &Arc<Shared>, commit: &CommitHandle, number: u64) -> R
         let mut vs = shared.vs.lock();
         if let Err(e) = shared.log_and_apply(&mut vs, edit, &[], &[reader]) {
             drop(vs);
-            let _ = shared.fs.remove_file(&new_path);
+            shared.remove_outputs([new_path]);
             return Err(e);
         }
         new_entry = Some(entry);

@@ -166,8 +166,10 @@ pub(crate) struct Shared {
     pub flush_error: Mutex<Option<String>>,
     /// When the last write was applied, for flushing an idle memtable.
     pub last_write: Mutex<std::time::Instant>,
-    /// Held while a compaction or blob collection runs.
+    /// Held while a compaction runs.
     pub compaction_lock: Mutex<()>,
+    /// Held while a blob collection runs.
+    pub gc_lock: Mutex<()>,
     /// Per level, the largest key of the last file compacted out of it.
     pub compaction_cursors: Mutex<Vec<Bytes>>,
 }
@@ -199,10 +201,16 @@ impl Shared {
     ) -> Result<()> {
         edit.next_file_number = Some(vs.next_file_number);
         let next = vs.current.apply(&edit, tables, blobs)?;
-        if vs.manifest.size() > crate::manifest::MANIFEST_ROLL_SIZE {
-            self.roll_manifest(vs, &next, edit.log_number.unwrap_or(vs.log_number))?;
+        let written = if vs.manifest.size() > crate::manifest::MANIFEST_ROLL_SIZE {
+            self.roll_manifest(vs, &next, edit.log_number.unwrap_or(vs.log_number))
         } else {
-            vs.manifest.append(&edit)?;
+            vs.manifest.append(&edit)
+        };
+        if let Err(e) = written {
+            if vs.manifest.is_poisoned() {
+                self.set_fatal(format!("manifest sync failed: {e}"));
+            }
+            return Err(e);
         }
         if let Some(n) = edit.log_number {
             vs.log_number = n;
@@ -244,6 +252,23 @@ impl Shared {
         Ok(())
     }
 
+    /// True after a fatal error. Files written by a failed operation must
+    /// then be left in place: an edit naming them may still reach the disk.
+    pub fn is_fatal(&self) -> bool {
+        self.fatal.lock().is_some()
+    }
+
+    /// Removes files a failed flush, compaction or collection wrote, unless
+    /// the engine is in a fatal state (see [`Shared::is_fatal`]).
+    pub fn remove_outputs(&self, paths: impl IntoIterator<Item = PathBuf>) {
+        if self.is_fatal() {
+            return;
+        }
+        for p in paths {
+            let _ = self.fs.remove_file(&p);
+        }
+    }
+
     /// Records a fatal error: writes are refused until reopen.
     pub fn set_fatal(&self, reason: String) {
         tracing::error!(%reason, "engine is now read-only");
@@ -263,17 +288,49 @@ impl Shared {
     }
 }
 
-/// An open database. Cheap to clone; all clones share one engine.
+/// An open database. Cheap to clone; all clones share one engine, which
+/// is closed when the last clone is dropped (or by [`Db::close`]).
 #[derive(Clone)]
 pub struct Db {
+    inner: Arc<DbInner>,
+}
+
+struct DbInner {
     shared: Arc<Shared>,
     commit: commit::CommitHandle,
-    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for DbInner {
+    fn drop(&mut self) {
+        if let Err(e) = self.close() {
+            tracing::error!(error = %e, "closing the database on drop failed");
+        }
+    }
+}
+
+impl DbInner {
+    fn close(&self) -> Result<()> {
+        if self.shared.shutdown.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let synced = self.commit.control_wait(commit::Control::Sync);
+        self.commit.control_wait(commit::Control::Stop).ok();
+        self.shared.shutdown.store(true, Ordering::Release);
+        self.shared.wake_background();
+        let threads = std::mem::take(&mut *self.threads.lock());
+        for t in threads {
+            let _ = t.join();
+        }
+        synced
+    }
 }
 
 impl std::fmt::Debug for Db {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Db").field("dir", &self.shared.dir).finish()
+        f.debug_struct("Db")
+            .field("dir", &self.inner.shared.dir)
+            .finish()
     }
 }
 
@@ -286,7 +343,7 @@ impl Db {
 
     /// The options the database was opened with.
     pub fn options(&self) -> &Options {
-        &self.shared.opts
+        &self.inner.shared.opts
     }
 
     /// Validates a key and value against the limits.
@@ -302,11 +359,11 @@ impl Db {
             )));
         }
         if let Some(v) = value {
-            if v.len() > self.shared.opts.value_len_max {
+            if v.len() > self.inner.shared.opts.value_len_max {
                 return Err(Error::InvalidArgument(format!(
                     "value too long: {} bytes (max {})",
                     v.len(),
-                    self.shared.opts.value_len_max
+                    self.inner.shared.opts.value_len_max
                 )));
             }
         }
@@ -323,12 +380,12 @@ impl Db {
         };
         if let Err(e) = self
             .validate(key, value)
-            .and_then(|_| self.shared.check_writable())
+            .and_then(|_| self.inner.shared.check_writable())
         {
             done(Err(e));
             return;
         }
-        self.commit.submit(op, done);
+        self.inner.commit.submit(op, done);
     }
 
     fn submit_wait(&self, op: WriteOp) -> Result<bool> {
@@ -361,7 +418,7 @@ impl Db {
     /// Reads the current value of `key`.
     pub fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
         self.check_open()?;
-        read::get(&self.shared, key)
+        read::get(&self.inner.shared, key)
     }
 
     /// Streams every live `(key, value)` whose key starts with `prefix`, in
@@ -369,37 +426,37 @@ impl Db {
     /// the database as it was when it started.
     pub fn scan_prefix(&self, prefix: &[u8]) -> Result<ScanIter> {
         self.check_open()?;
-        ScanIter::new(self.shared.clone(), prefix)
+        ScanIter::new(self.inner.shared.clone(), prefix)
     }
 
     /// Streams every live key in ascending order.
     pub fn keys(&self) -> Result<KeysIter> {
         self.check_open()?;
-        KeysIter::new(self.shared.clone())
+        KeysIter::new(self.inner.shared.clone())
     }
 
     /// Freezes the active memtable and waits until every frozen memtable is
     /// written to table files.
     pub fn flush(&self) -> Result<()> {
         self.check_open()?;
-        self.commit.control_wait(commit::Control::Rotate)?;
-        flush::wait_flushed(&self.shared)
+        self.inner.commit.control_wait(commit::Control::Rotate)?;
+        flush::wait_flushed(&self.inner.shared)
     }
 
     /// Makes every acknowledged write durable on stable storage now.
     pub fn sync(&self) -> Result<()> {
         self.check_open()?;
-        self.commit.control_wait(commit::Control::Sync)
+        self.inner.commit.control_wait(commit::Control::Sync)
     }
 
     /// Runs compactions and blob garbage collection until none is needed.
     pub fn compact(&self) -> Result<()> {
         self.check_open()?;
-        crate::compaction::compact_until_idle(&self.shared, &self.commit)
+        crate::compaction::compact_until_idle(&self.inner.shared, &self.inner.commit)
     }
 
     fn check_open(&self) -> Result<()> {
-        if self.shared.shutdown.load(Ordering::Acquire) {
+        if self.inner.shared.shutdown.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
         Ok(())
@@ -407,7 +464,7 @@ impl Db {
 
     /// Current statistics.
     pub fn stats(&self) -> Stats {
-        let s = &self.shared;
+        let s = &self.inner.shared;
         let sv = s.super_version();
         let c = &s.counters;
         let v = &sv.version;
@@ -444,17 +501,6 @@ impl Db {
     /// Later calls on any clone return [`Error::Closed`]. Writes in flight
     /// are finished first.
     pub fn close(&self) -> Result<()> {
-        if self.shared.shutdown.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        let synced = self.commit.control_wait(commit::Control::Sync);
-        self.commit.control_wait(commit::Control::Stop).ok();
-        self.shared.shutdown.store(true, Ordering::Release);
-        self.shared.wake_background();
-        let threads = std::mem::take(&mut *self.threads.lock());
-        for t in threads {
-            let _ = t.join();
-        }
-        synced
+        self.inner.close()
     }
 }

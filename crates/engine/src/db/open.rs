@@ -291,12 +291,14 @@ pub(super) fn open(opts: Options) -> Result<Db> {
         flush_error: Mutex::new(None),
         last_write: Mutex::new(Instant::now()),
         compaction_lock: Mutex::new(()),
+        gc_lock: Mutex::new(()),
         compaction_cursors: Mutex::new(vec![Bytes::new(); NUM_LEVELS]),
     });
     let (commit, commit_thread) = commit::start(shared.clone(), wal)?;
     let mut threads = vec![commit_thread];
     threads.push(flush::start(shared.clone())?);
     threads.push(crate::compaction::start(shared.clone(), commit.clone())?);
+    threads.push(super::gc::start(shared.clone(), commit.clone())?);
     if shared.opts.durability == Durability::Os {
         threads.push(commit::start_syncer(shared.clone())?);
     }
@@ -311,9 +313,11 @@ pub(super) fn open(opts: Options) -> Result<Db> {
         "database opened"
     );
     Ok(Db {
-        shared,
-        commit,
-        threads: Arc::new(Mutex::new(threads)),
+        inner: Arc::new(super::DbInner {
+            shared,
+            commit,
+            threads: Mutex::new(threads),
+        }),
     })
 }
 

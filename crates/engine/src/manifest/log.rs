@@ -16,6 +16,13 @@ pub struct ManifestWriter {
     file: Arc<dyn File>,
     path: PathBuf,
     offset: u64,
+    /// End of the bytes a failed append may have left behind; the next
+    /// append pads with zeros up to here so no stale record survives after
+    /// it.
+    dirty_until: u64,
+    /// Set when an fsync failed: what reached the disk is unknown, so no
+    /// further edit may be written.
+    poisoned: bool,
 }
 
 impl ManifestWriter {
@@ -31,6 +38,8 @@ impl ManifestWriter {
             file,
             path: path.to_path_buf(),
             offset: MANIFEST_MAGIC.len() as u64,
+            dirty_until: 0,
+            poisoned: false,
         };
         w.append(snapshot)?;
         Ok(w)
@@ -38,6 +47,12 @@ impl ManifestWriter {
 
     /// Appends one edit and fdatasyncs it.
     pub fn append(&mut self, edit: &VersionEdit) -> Result<()> {
+        if self.poisoned {
+            return Err(Error::ReadOnly(format!(
+                "an earlier sync of {} failed",
+                self.path.display()
+            )));
+        }
         let payload = edit.encode();
         if payload.is_empty() || payload.len() > MANIFEST_RECORD_MAX {
             return Err(Error::InvalidArgument(format!(
@@ -51,14 +66,31 @@ impl ManifestWriter {
         rec.extend_from_slice(&crc.to_le_bytes());
         rec.extend_from_slice(&len);
         rec.extend_from_slice(&payload);
+        let end = self.offset + rec.len() as u64;
+        if end < self.dirty_until {
+            rec.resize((self.dirty_until - self.offset) as usize, 0);
+        }
+        // Until the write and its sync succeed, these bytes may hold a
+        // record that must not count.
+        self.dirty_until = self.dirty_until.max(self.offset + rec.len() as u64);
         self.file
             .write_all_at(&rec, self.offset)
             .ctx(|| format!("write manifest {}", self.path.display()))?;
-        self.file
-            .sync_data()
-            .ctx(|| format!("sync manifest {}", self.path.display()))?;
-        self.offset += rec.len() as u64;
+        if let Err(e) = self.file.sync_data() {
+            self.poisoned = true;
+            return Err(Error::io(
+                format!("sync manifest {}", self.path.display()),
+                e,
+            ));
+        }
+        self.dirty_until = 0;
+        self.offset = end;
         Ok(())
+    }
+
+    /// True once an fsync of this manifest failed.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
     }
 
     /// Bytes written so far.
@@ -101,6 +133,10 @@ pub fn read_manifest(fs: &FsRef, path: &Path) -> Result<(Vec<VersionEdit>, bool)
         let crc = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
         let n = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]) as usize;
         let end = HEADER.saturating_add(n);
+        if n == 0 && rest.iter().all(|&b| b == 0) {
+            // Zeros written over a failed append: the end of the edits.
+            break;
+        }
         if n == 0 || n > MANIFEST_RECORD_MAX || end > rest.len() {
             // A length that runs past the end: the last write was torn.
             if end >= rest.len() || n > MANIFEST_RECORD_MAX {
@@ -228,6 +264,73 @@ mod tests {
         std::fs::write(&p, &bad).unwrap();
         assert!(read_manifest(&fs, &p).unwrap_err().is_corruption());
         assert_eq!(good_len as usize, full.len());
+    }
+
+    #[test]
+    fn failed_append_leaves_no_stale_record() {
+        use crate::fs::{Fault, FaultOp, MemFs};
+        let mem = MemFs::new();
+        let fs: FsRef = Arc::new(mem.clone());
+        let p = std::path::Path::new("/db/MANIFEST-000001");
+        fs.create_dir_all(std::path::Path::new("/db")).unwrap();
+        let e1 = VersionEdit {
+            log_number: Some(3),
+            ..Default::default()
+        };
+        let mut w = ManifestWriter::create(&fs, p, &e1).unwrap();
+        let big = VersionEdit {
+            deleted_blobs: (0..500).collect(),
+            ..Default::default()
+        };
+        mem.inject(Fault {
+            op: FaultOp::Sync,
+            path_contains: Some("MANIFEST".into()),
+            skip: 0,
+            times: Some(1),
+            errno: libc::EIO,
+        });
+        // The write lands, its sync fails: the writer refuses more edits.
+        assert!(w.append(&big).is_err());
+        assert!(w.is_poisoned());
+        let small = VersionEdit {
+            next_file_number: Some(9),
+            ..Default::default()
+        };
+        assert!(matches!(w.append(&small), Err(Error::ReadOnly(_))));
+    }
+
+    #[test]
+    fn failed_write_is_overwritten_without_stale_bytes() {
+        use crate::fs::{Fault, FaultOp, MemFs};
+        let mem = MemFs::new();
+        let fs: FsRef = Arc::new(mem.clone());
+        let p = std::path::Path::new("/db/MANIFEST-000001");
+        fs.create_dir_all(std::path::Path::new("/db")).unwrap();
+        let e1 = VersionEdit {
+            log_number: Some(3),
+            ..Default::default()
+        };
+        let mut w = ManifestWriter::create(&fs, p, &e1).unwrap();
+        let big = VersionEdit {
+            deleted_blobs: (0..500).collect(),
+            ..Default::default()
+        };
+        mem.inject(Fault {
+            op: FaultOp::Write,
+            path_contains: Some("MANIFEST".into()),
+            skip: 0,
+            times: Some(1),
+            errno: libc::ENOSPC,
+        });
+        assert!(matches!(w.append(&big), Err(Error::NoSpace { .. })));
+        let small = VersionEdit {
+            next_file_number: Some(9),
+            ..Default::default()
+        };
+        w.append(&small).unwrap();
+        let (edits, torn) = read_manifest(&fs, p).unwrap();
+        assert_eq!(edits, vec![e1, small]);
+        assert!(!torn);
     }
 
     #[test]
