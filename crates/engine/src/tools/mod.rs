@@ -8,8 +8,10 @@
 //! their I/O through [`Options::fs`].
 
 mod check;
+mod repair;
 
 pub use check::{check, CheckReport};
+pub use repair::{repair, RepairReport};
 
 use crate::error::{Error, IoContext, Result};
 use crate::fs::DirLock;
