@@ -19,7 +19,7 @@ fn small_options(dir: &Path) -> Options {
 
 fn value_for(i: usize, version: usize) -> Vec<u8> {
     // Every fifth value goes to a blob file.
-    let len = if i % 5 == 0 {
+    let len = if i.is_multiple_of(5) {
         1500 + i % 700
     } else {
         20 + i % 200
