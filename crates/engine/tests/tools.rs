@@ -270,3 +270,29 @@ fn repair_refuses_while_open() {
     assert!(matches!(repair(&opts), Err(Error::Locked(_))));
     db.close().unwrap();
 }
+
+#[test]
+fn repair_counts_values_lost_with_a_damaged_blob_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = small_options(dir.path());
+    let model = build(&opts);
+    let blob = files_ending(dir.path(), ".blob").remove(0);
+    flip(&blob, 24 + 30);
+    let r = repair(&opts).unwrap();
+    let name = name_of(&blob);
+    assert!(r.damaged_files.iter().any(|d| d.contains(&name)), "{r}");
+    assert_eq!(r.lost_entries, 1, "{r}");
+    assert_eq!(r.salvaged_entries + 1, model.len() as u64, "{r}");
+    assert!(r.to_string().lines().last().unwrap().contains("1 lost"));
+    assert!(check(&opts).unwrap().is_ok());
+    let db = Db::open(opts.clone()).unwrap();
+    let mut present = 0;
+    for (k, v) in &model {
+        if let Some(got) = db.get(k.as_bytes()).unwrap() {
+            assert_eq!(got.as_ref(), v.as_slice(), "key {k}");
+            present += 1;
+        }
+    }
+    assert_eq!(present + 1, model.len());
+    db.close().unwrap();
+}
