@@ -29,6 +29,7 @@ pub mod manifest;
 pub mod memtable;
 pub mod options;
 pub mod table;
+pub mod tools;
 pub mod types;
 pub mod version;
 pub mod wal;
