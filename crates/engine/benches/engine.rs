@@ -6,7 +6,10 @@
 //!   thread and four threads (group commit), reported both in bytes of
 //!   keys and values per second and in writes per second;
 //! - `get`: reads over a loaded database with the 80/20 access pattern,
-//!   one thread and four threads, in reads per second and bytes per second.
+//!   one thread and four threads, in reads per second and bytes per second
+//!   (bytes of keys and values returned; values are shared, not copied);
+//! - `get_nocache`: the same with the value cache disabled, so every read
+//!   decodes from table and blob files (in the operating system's cache).
 //!
 //! Sample sizes and measurement times are kept small so the whole run
 //! takes well under two minutes: `cargo bench -p escabelo-engine`.
@@ -116,9 +119,25 @@ fn bench_put(c: &mut Criterion) {
     db.close().expect("close");
 }
 
+/// Reads per `get` iteration (large enough that starting the reader
+/// threads is noise).
+const READS: usize = 10_000;
+
 fn bench_get(c: &mut Criterion) {
+    // Default options: most hot values come from the value cache.
+    bench_get_with(c, "get", None);
+    // No value cache: every read goes to table and blob files (through the
+    // operating system's page cache).
+    bench_get_with(c, "get_nocache", Some(0));
+}
+
+fn bench_get_with(c: &mut Criterion, group: &str, cache_size: Option<usize>) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = Db::open(Options::new(dir.path())).expect("open");
+    let mut opts = Options::new(dir.path());
+    if let Some(n) = cache_size {
+        opts.cache_size = n;
+    }
+    let db = Db::open(opts).expect("open");
     let pool = pool();
 
     // Load every key once, from four writers, then flush so reads go to
@@ -145,15 +164,13 @@ fn bench_get(c: &mut Criterion) {
     db.flush().expect("flush");
     let loaded: u64 = sizes.iter().map(|(_, l)| *l as u64).sum();
     eprintln!(
-        "get: loaded {GET_KEYS} keys, {loaded} value bytes, in {:.2?}",
+        "{group}: loaded {GET_KEYS} keys, {loaded} value bytes, in {:.2?}",
         started.elapsed()
     );
 
     // The keys each iteration reads, 80/20, and the bytes they return.
     let mut rng = SmallRng::seed_from_u64(3);
-    let reads: Vec<usize> = (0..BATCH * 4)
-        .map(|_| hot_index(&mut rng, GET_KEYS))
-        .collect();
+    let reads: Vec<usize> = (0..READS).map(|_| hot_index(&mut rng, GET_KEYS)).collect();
     let read_bytes: u64 = reads
         .iter()
         .map(|&i| (key(i).len() + sizes[i].1) as u64)
@@ -175,7 +192,7 @@ fn bench_get(c: &mut Criterion) {
         });
     };
 
-    let mut g = c.benchmark_group("get");
+    let mut g = c.benchmark_group(group);
     g.sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
