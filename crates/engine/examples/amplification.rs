@@ -15,6 +15,8 @@
 //!   --durability os|sync (default os)
 //!   --no-blob            keep every value inline (blob_threshold None)
 //!   --memtable-size B    memtable size in bytes (default 64 MiB)
+//!   --blob-gc-threshold F dead share at which a blob file is rewritten
+//!                        (default: the engine's default)
 //!   --gc-wait S          seconds to wait for background work after
 //!                        flush + compact (default 5)
 //!   --dir PATH           data directory, empty or missing (default a tempdir)
@@ -57,6 +59,7 @@ struct Args {
     durability: Durability,
     no_blob: bool,
     memtable_size: usize,
+    blob_gc_threshold: Option<f64>,
     gc_wait: u64,
     dir: Option<PathBuf>,
     reopen_test: bool,
@@ -76,6 +79,7 @@ impl Args {
             durability: Durability::Os,
             no_blob: false,
             memtable_size: 64 * 1024 * 1024,
+            blob_gc_threshold: None,
             gc_wait: 5,
             dir: None,
             reopen_test: false,
@@ -94,6 +98,7 @@ impl Args {
                 "--durability" => a.durability = value()?.parse()?,
                 "--no-blob" => a.no_blob = true,
                 "--memtable-size" => a.memtable_size = value()?.parse()?,
+                "--blob-gc-threshold" => a.blob_gc_threshold = Some(value()?.parse()?),
                 "--gc-wait" => a.gc_wait = value()?.parse()?,
                 "--dir" => a.dir = Some(PathBuf::from(value()?)),
                 "--reopen-test" => a.reopen_test = true,
@@ -118,6 +123,9 @@ impl Args {
         o.memtable_size = self.memtable_size;
         if self.no_blob {
             o.blob_threshold = None;
+        }
+        if let Some(f) = self.blob_gc_threshold {
+            o.blob_gc_threshold = f;
         }
         o
     }
@@ -434,9 +442,11 @@ fn amplification(args: &Args, dir: &Path) -> Res<()> {
         if args.no_blob {
             "off".to_string()
         } else {
+            let o = args.options(dir);
             format!(
-                "on (values >= {} B)",
-                Options::new(dir).blob_threshold.unwrap_or(0)
+                "on (values >= {} B, gc at {:.0}% dead)",
+                o.blob_threshold.unwrap_or(0),
+                o.blob_gc_threshold * 100.0
             )
         },
         args.memtable_size / (1024 * 1024)
@@ -673,6 +683,9 @@ fn reopen_test(args: &Args, dir: &Path) -> Res<()> {
         .args(["--memtable-size", &args.memtable_size.to_string()]);
     if args.no_blob {
         cmd.arg("--no-blob");
+    }
+    if let Some(f) = args.blob_gc_threshold {
+        cmd.args(["--blob-gc-threshold", &f.to_string()]);
     }
     let mut child = cmd.stdout(Stdio::piped()).spawn()?;
     let stdout = child.stdout.take().ok_or("no child stdout")?;
