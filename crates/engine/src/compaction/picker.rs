@@ -73,9 +73,10 @@ pub(crate) fn pick(v: &Version, o: &Options, cursors: &mut [Bytes]) -> Option<Co
     if score < 1.0 {
         return None;
     }
-    let (inputs, output_level) = if level == 0 {
-        (v.levels[0].clone(), base)
-    } else {
+    if level == 0 {
+        return pick_level0(v, o);
+    }
+    let (inputs, output_level) = {
         let files = &v.levels[level];
         let cursor = &cursors[level];
         let f = files
@@ -86,6 +87,24 @@ pub(crate) fn pick(v: &Version, o: &Options, cursors: &mut [Bytes]) -> Option<Co
         cursors[level] = f.entry.largest.clone();
         (vec![f], level + 1)
     };
+    with_overlaps(v, level, output_level, inputs)
+}
+
+/// Compaction of every level-0 file into the base level, if there are any.
+pub(crate) fn pick_level0(v: &Version, o: &Options) -> Option<Compaction> {
+    if v.levels[0].is_empty() {
+        return None;
+    }
+    let (_, base) = targets(v, o);
+    with_overlaps(v, 0, base, v.levels[0].clone())
+}
+
+fn with_overlaps(
+    v: &Version,
+    level: usize,
+    output_level: usize,
+    inputs: Vec<TableFile>,
+) -> Option<Compaction> {
     let smallest = inputs.iter().map(|t| t.entry.smallest.clone()).min()?;
     let largest = inputs.iter().map(|t| t.entry.largest.clone()).max()?;
     let overlapping = v.overlapping(output_level, &smallest, &largest);

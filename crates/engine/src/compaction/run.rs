@@ -77,9 +77,23 @@ fn run_thread(shared: Arc<Shared>, commit: CommitHandle) {
 
 /// Runs compactions, then blob collections, until none is due.
 pub(crate) fn compact_until_idle(shared: &Arc<Shared>, commit: &CommitHandle) -> Result<()> {
+    if run_forced_l0(shared)? {
+        shared.counters.compactions.fetch_add(1, Ordering::Relaxed);
+    }
     while run_once(shared)? {}
     while gc::run_once(shared, commit)? {}
     Ok(())
+}
+
+/// Compacts every level-0 file down, whatever their number; false if level
+/// 0 was empty.
+fn run_forced_l0(shared: &Arc<Shared>) -> Result<bool> {
+    let _one_at_a_time = shared.compaction_lock.lock();
+    let version = shared.vs.lock().current.clone();
+    match super::picker::pick_level0(&version, &shared.opts) {
+        Some(c) => run_compaction(shared, c).map(|_| true),
+        None => Ok(false),
+    }
 }
 
 /// Runs one compaction; false if none was due.

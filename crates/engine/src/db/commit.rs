@@ -435,7 +435,7 @@ impl Committer {
             &path,
             number,
             prealloc,
-            recycle.as_deref(),
+            recycle.as_ref().map(|(p, _)| p.as_path()),
         )?;
         let old = std::mem::replace(&mut self.wal, wal);
         *self.shared.wal_file.lock() = Some(self.wal.file());

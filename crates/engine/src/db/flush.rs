@@ -187,7 +187,12 @@ fn flush_one(shared: &Arc<Shared>, imm: &Arc<Memtable>) -> Result<()> {
     let log_path = shared.path(&log_name(imm.log_number()));
     let o = &shared.opts;
     if o.durability == Durability::Sync && o.wal_preallocate && vs.recyclable_logs.is_empty() {
-        vs.recyclable_logs.push(log_path);
+        let size = shared
+            .fs
+            .open(&log_path, crate::fs::OpenMode::Read)
+            .and_then(|f| f.len())
+            .unwrap_or(0);
+        vs.recyclable_logs.push((log_path, size));
     } else if let Err(e) = shared.fs.remove_file(&log_path) {
         tracing::warn!(error = %e, log = %log_path.display(), "could not remove flushed log");
     }

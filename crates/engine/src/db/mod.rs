@@ -80,7 +80,8 @@ pub struct Stats {
     pub blob_garbage_bytes: u64,
     /// Blob files rewritten by garbage collection since open.
     pub blob_gcs: u64,
-    /// Bytes of the files the engine keeps live (tables, blobs, log records).
+    /// Bytes of the files the engine keeps (tables, blobs, log files with
+    /// their preallocated space).
     pub disk_bytes: u64,
     /// Bytes written to disk since open (log, tables, blobs).
     pub bytes_written: u64,
@@ -130,8 +131,9 @@ pub(crate) struct VersionSet {
     pub log_number: u64,
     /// Byte sizes of log segments still needed, by number.
     pub live_logs: Vec<(u64, u64)>,
-    /// Flushed log segments kept for reuse by the commit thread.
-    pub recyclable_logs: Vec<PathBuf>,
+    /// Flushed log segments kept for reuse by the commit thread, with
+    /// their sizes.
+    pub recyclable_logs: Vec<(PathBuf, u64)>,
 }
 
 impl VersionSet {
@@ -147,7 +149,8 @@ pub(crate) struct Shared {
     pub opts: Options,
     pub fs: FsRef,
     pub dir: PathBuf,
-    pub _lock: Box<dyn DirLock>,
+    /// The directory lock, released by close.
+    pub lock: Mutex<Option<Box<dyn DirLock>>>,
     pub sv: RwLock<Arc<SuperVersion>>,
     pub vs: Mutex<VersionSet>,
     /// Signalled when a memtable is frozen, a flush or compaction ends, or
@@ -322,6 +325,7 @@ impl DbInner {
         for t in threads {
             let _ = t.join();
         }
+        self.shared.lock.lock().take();
         synced
     }
 }
@@ -449,7 +453,8 @@ impl Db {
         self.inner.commit.control_wait(commit::Control::Sync)
     }
 
-    /// Runs compactions and blob garbage collection until none is needed.
+    /// Compacts level 0 into the levels below whatever its size, then runs
+    /// compactions and blob garbage collection until none is needed.
     pub fn compact(&self) -> Result<()> {
         self.check_open()?;
         crate::compaction::compact_until_idle(&self.inner.shared, &self.inner.commit)
@@ -470,8 +475,20 @@ impl Db {
         let v = &sv.version;
         let sst_bytes: u64 = (0..v.levels.len()).map(|l| v.level_bytes(l)).sum();
         let blob_bytes: u64 = v.blobs.values().map(|b| b.entry.file_size).sum();
-        let wal_size: u64 = s.vs.lock().live_logs.iter().map(|(_, n)| n).sum::<u64>()
-            + c.wal_bytes.load(Ordering::Relaxed);
+        let (frozen_logs, recyclable) = {
+            let vs = s.vs.lock();
+            (
+                vs.live_logs.iter().map(|(_, n)| n).sum::<u64>(),
+                vs.recyclable_logs.iter().map(|(_, n)| n).sum::<u64>(),
+            )
+        };
+        let wal_size = frozen_logs + c.wal_bytes.load(Ordering::Relaxed);
+        // What the log files take on disk: preallocated and recycled space
+        // included.
+        let current_file = s.wal_file.lock().clone();
+        let current_len = current_file.and_then(|f| f.len().ok()).unwrap_or(0);
+        let wal_disk =
+            frozen_logs + recyclable + current_len.max(c.wal_bytes.load(Ordering::Relaxed));
         let (hits, misses) = s.cache.hits_misses();
         Stats {
             flushes: c.flushes.load(Ordering::Relaxed),
@@ -485,7 +502,7 @@ impl Db {
             blob_bytes,
             blob_garbage_bytes: v.blobs.values().map(|b| b.garbage).sum(),
             blob_gcs: c.blob_gcs.load(Ordering::Relaxed),
-            disk_bytes: sst_bytes + blob_bytes + wal_size,
+            disk_bytes: sst_bytes + blob_bytes + wal_disk,
             bytes_written: c.bytes_written.load(Ordering::Relaxed),
             user_bytes_written: c.user_bytes_written.load(Ordering::Relaxed),
             cache_hits: hits,
@@ -497,9 +514,10 @@ impl Db {
         }
     }
 
-    /// Syncs the log, stops background work and releases the directory.
-    /// Later calls on any clone return [`Error::Closed`]. Writes in flight
-    /// are finished first.
+    /// Syncs the log, stops background work and releases the directory
+    /// lock (the database can be reopened at once, even while clones of
+    /// this handle exist). Later calls on any clone return
+    /// [`Error::Closed`]. Writes in flight are finished first.
     pub fn close(&self) -> Result<()> {
         self.inner.close()
     }

@@ -278,7 +278,7 @@ pub(super) fn open(opts: Options) -> Result<Db> {
         opts,
         fs,
         dir,
-        _lock: lock,
+        lock: Mutex::new(Some(lock)),
         sv: RwLock::new(sv),
         vs: Mutex::new(vs),
         bg_cv: Condvar::new(),
