@@ -6,47 +6,42 @@
 
 mod common;
 
-use common::{free_port, metric, spawn, Server, TIMEOUT};
+use common::{metric, spawn, Server, TIMEOUT};
 use std::process::Command;
 
 #[test]
 fn legacy_single_dash_invocation_starts() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    for _ in 0..5 {
-        let port = free_port();
-        let args: Vec<String> = vec![
-            format!("-port={port}"),
-            format!("-data-dir={}", data.display()),
-            "-memtable-size=67108864".into(),
-            "-compaction-interval=5m".into(),
-            "-wal-sync-interval=1s".into(),
-        ];
-        let child = spawn(&args);
-        if let Some(mut srv) = Server::wait_ready(child, port, &data) {
-            srv.client()
-                .roundtrip(b"write a|1\rread a\r", b"success\r1\r");
-            assert!(srv.stop().success());
-            return;
-        }
-    }
-    panic!("legacy invocation did not start");
+    let args: Vec<String> = vec![
+        "-port=0".into(),
+        format!("-data-dir={}", data.display()),
+        "-memtable-size=67108864".into(),
+        "-compaction-interval=5m".into(),
+        "-wal-sync-interval=1s".into(),
+    ];
+    let mut srv = Server::spawn_ready(&args, &data).expect("legacy invocation did not start");
+    srv.client()
+        .roundtrip(b"write a|1\rread a\r", b"success\r1\r");
+    assert!(srv.stop().success());
+    let log = srv.log.text();
+    assert!(log.contains("wal_sync_interval=1s"), "{log}");
+    assert!(log.contains("memtable_size=67108864"), "{log}");
 }
 
 #[test]
 fn legacy_flags_with_separate_values_start() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let port = free_port();
     let args: Vec<String> = vec![
         "-port".into(),
-        port.to_string(),
+        "0".into(),
         "-data-dir".into(),
         data.display().to_string(),
         "-durability".into(),
         "sync".into(),
     ];
-    let mut srv = Server::wait_ready(spawn(&args), port, &data).expect("started");
+    let mut srv = Server::spawn_ready(&args, &data).expect("started");
     let r = srv.client().request(b"status\r", 1);
     assert!(String::from_utf8_lossy(&r).contains(" durability=sync"));
     assert!(srv.stop().success());
@@ -154,4 +149,63 @@ fn persistence_across_kill_9_restart() {
     c.roundtrip(b"read k:299\r", b"value 299\r");
     c.roundtrip(b"read k:5\r", b"error\r");
     assert_eq!(metric(&c.status(), "keys"), 299);
+}
+
+#[test]
+fn second_signal_exits_at_once() {
+    let mut srv = Server::start(&[]);
+    let mut c = srv.client();
+    let mut req = b"write big|".to_vec();
+    req.extend(std::iter::repeat_n(b'v', 256 * 1024));
+    req.push(b'\r');
+    c.roundtrip(&req, b"success\r");
+    // A client that never reads keeps its connection from draining.
+    let mut hog = std::net::TcpStream::connect(("127.0.0.1", srv.port)).unwrap();
+    hog.set_write_timeout(Some(std::time::Duration::from_secs(1)))
+        .unwrap();
+    let batch = b"read big\r".repeat(100);
+    for _ in 0..200 {
+        if std::io::Write::write_all(&mut hog, &batch).is_err() {
+            break;
+        }
+    }
+    srv.signal(libc::SIGTERM);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(srv.child.try_wait().unwrap().is_none(), "still draining");
+    let start = std::time::Instant::now();
+    srv.signal(libc::SIGTERM);
+    let st = srv.wait_exit(TIMEOUT);
+    assert!(start.elapsed() < std::time::Duration::from_secs(3));
+    assert!(!st.success());
+}
+
+/// One server per data directory. Needs the real engine's directory lock
+/// (the in-memory stand-in has none).
+#[test]
+fn second_server_on_same_data_dir_exits_with_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let _first = Server::start_in(&data, &[]);
+    let (mut child, log) = spawn(&[
+        "--port".into(),
+        "0".into(),
+        "--data-dir".into(),
+        data.display().to_string(),
+    ]);
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("second server on the same data directory kept running");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(!status.success());
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let err = log.text();
+    assert!(err.contains("cannot open the database"), "{err}");
 }

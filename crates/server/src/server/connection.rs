@@ -21,20 +21,25 @@ use bytes::{Buf, Bytes, BytesMut};
 use escabelo_engine::{Db, Error, WriteOp};
 use std::collections::VecDeque;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
-/// Reading pauses while unsent reply bytes (and queued request bytes) pass
+/// Reading pauses while unsent reply bytes plus the bytes of queued
+/// requests (including writes the engine has not acknowledged yet) pass
 /// this bound.
 pub const OUT_LIMIT: usize = 4 * 1024 * 1024;
 /// Reading pauses while this many requests wait for their replies.
 pub const QUEUE_LIMIT: usize = 4096;
-/// Size of one socket read.
-const READ_CHUNK: usize = 64 * 1024;
-/// Buffers larger than this are freed when they become empty.
-const SHRINK_ABOVE: usize = 1024 * 1024;
+/// Room made for the first socket read of a burst.
+const READ_MIN: usize = 4 * 1024;
+/// Room made for one socket read at most (values larger than this arrive
+/// over several reads).
+const READ_MAX: usize = 256 * 1024;
+/// Buffers larger than this are freed when they become empty, so idle
+/// connections hold little memory.
+const KEEP_BUFFER: usize = 64 * 1024;
 
 /// What a connection needs from the server.
 #[derive(Clone)]
@@ -57,6 +62,9 @@ enum Pending {
     Write {
         rx: oneshot::Receiver<escabelo_engine::Result<bool>>,
         delete: bool,
+        /// Bytes of key and value held by the engine until the write is
+        /// acknowledged (counted in `Conn::queued_bytes`).
+        size: usize,
     },
     /// A read, executed when it reaches the front.
     Read(Bytes),
@@ -73,6 +81,7 @@ enum Done {
     Write(
         Result<escabelo_engine::Result<bool>, oneshot::error::RecvError>,
         bool,
+        usize,
     ),
     Scan(Result<Bytes, tokio::task::JoinError>),
 }
@@ -102,9 +111,9 @@ pub async fn serve(mut stream: TcpStream, ctx: Context) {
         queued_bytes: 0,
         protocol: None,
     };
-    let (mut reader, mut writer) = stream.split();
     let mut eof = false;
     let mut stopping = *shutdown.borrow();
+    let mut read_size = READ_MIN;
     loop {
         conn.resolve_front();
         let stalled = conn.parse_available();
@@ -117,22 +126,41 @@ pub async fn serve(mut stream: TcpStream, ctx: Context) {
             conn.queue.front(),
             Some(Pending::Write { .. } | Pending::Scanning(_))
         );
-        if can_read && conn.inbuf.capacity() - conn.inbuf.len() < READ_CHUNK / 4 {
-            conn.inbuf.reserve(READ_CHUNK);
-        }
         tokio::select! {
-            r = reader.read_buf(&mut conn.inbuf), if can_read => match r {
-                Ok(0) => eof = true,
-                Ok(_) => {}
-                Err(_) => return,
-            },
-            r = writer.write(&conn.out), if !conn.out.is_empty() => match r {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    conn.out.advance(n);
-                    if conn.out.is_empty() && conn.out.capacity() > SHRINK_ABOVE {
-                        conn.out = BytesMut::new();
+            // Wait for readiness before making room, so that an idle
+            // connection holds at most a small buffer.
+            r = stream.readable(), if can_read => {
+                if r.is_err() {
+                    return;
+                }
+                conn.inbuf.reserve(read_size);
+                let spare = conn.inbuf.capacity() - conn.inbuf.len();
+                match stream.try_read_buf(&mut conn.inbuf) {
+                    Ok(0) => eof = true,
+                    Ok(n) => {
+                        // Grow the reads of a busy connection.
+                        if n == spare {
+                            read_size = (read_size * 2).min(READ_MAX);
+                        }
                     }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return,
+                }
+            },
+            r = stream.writable(), if !conn.out.is_empty() => {
+                if r.is_err() {
+                    return;
+                }
+                match stream.try_write(&conn.out) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        conn.out.advance(n);
+                        if conn.out.is_empty() && conn.out.capacity() > KEEP_BUFFER {
+                            conn.out = BytesMut::new();
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return,
                 }
             },
             done = wait_front(&mut conn.queue), if waiting => conn.complete_front(done),
@@ -141,16 +169,20 @@ pub async fn serve(mut stream: TcpStream, ctx: Context) {
                 stopping = r.is_err() || *shutdown.borrow();
             }
         }
+        if conn.inbuf.is_empty() && conn.inbuf.capacity() > KEEP_BUFFER {
+            conn.inbuf = BytesMut::new();
+            read_size = READ_MIN;
+        }
     }
-    let _ = writer.shutdown().await;
+    let _ = stream.shutdown().await;
 }
 
 /// Waits until the front entry (a write or a scan) completes.
 async fn wait_front(queue: &mut VecDeque<Pending>) -> Done {
     match queue.front_mut() {
-        Some(Pending::Write { rx, delete }) => {
-            let delete = *delete;
-            Done::Write(rx.await, delete)
+        Some(Pending::Write { rx, delete, size }) => {
+            let (delete, size) = (*delete, *size);
+            Done::Write(rx.await, delete, size)
         }
         Some(Pending::Scanning(h)) => Done::Scan(h.await),
         // Not reached: the branch is only enabled for the two cases above.
@@ -176,9 +208,6 @@ impl Conn {
                 Some(Protocol::Text) | None => self.parser.next(&mut self.inbuf),
             };
             let Some(req) = next else {
-                if self.inbuf.is_empty() && self.inbuf.capacity() > SHRINK_ABOVE {
-                    self.inbuf = BytesMut::new();
-                }
                 return false;
             };
             self.dispatch(req);
@@ -187,8 +216,14 @@ impl Conn {
 
     fn dispatch(&mut self, req: Request) {
         match req {
-            Request::Write { key, value } => self.submit(WriteOp::Put { key, value }, false),
-            Request::Delete { key } => self.submit(WriteOp::Delete { key }, true),
+            Request::Write { key, value } => {
+                let size = key.len() + value.len();
+                self.submit(WriteOp::Put { key, value }, false, size)
+            }
+            Request::Delete { key } => {
+                let size = key.len();
+                self.submit(WriteOp::Delete { key }, true, size)
+            }
             Request::Read { key } => {
                 if self.queue.is_empty() {
                     self.read_now(&key);
@@ -217,7 +252,8 @@ impl Conn {
         }
     }
 
-    fn submit(&mut self, op: WriteOp, delete: bool) {
+    fn submit(&mut self, op: WriteOp, delete: bool, size: usize) {
+        self.queued_bytes += size;
         let (tx, rx) = oneshot::channel();
         self.ctx.db.submit(
             op,
@@ -226,7 +262,7 @@ impl Conn {
                 let _ = tx.send(r);
             }),
         );
-        self.queue.push_back(Pending::Write { rx, delete });
+        self.queue.push_back(Pending::Write { rx, delete, size });
     }
 
     fn read_now(&mut self, key: &[u8]) {
@@ -254,13 +290,13 @@ impl Conn {
                     self.read_now(&key);
                 }
                 Pending::Status => self.ctx.counters.encode_status(&self.ctx.db, &mut self.out),
-                Pending::Write { rx, delete } => {
-                    let delete = *delete;
+                Pending::Write { rx, delete, size } => {
+                    let (delete, size) = (*delete, *size);
                     match rx.try_recv() {
-                        Ok(r) => self.write_done(Ok(r), delete),
+                        Ok(r) => self.write_done(Ok(r), delete, size),
                         Err(oneshot::error::TryRecvError::Empty) => return,
                         Err(oneshot::error::TryRecvError::Closed) => {
-                            self.write_done(Err(()), delete)
+                            self.write_done(Err(()), delete, size)
                         }
                     }
                 }
@@ -283,7 +319,7 @@ impl Conn {
 
     fn complete_front(&mut self, done: Done) {
         match done {
-            Done::Write(r, delete) => self.write_done(r.map_err(|_| ()), delete),
+            Done::Write(r, delete, size) => self.write_done(r.map_err(|_| ()), delete, size),
             Done::Scan(Ok(reply)) => {
                 Counters::bump(&self.ctx.counters.scans);
                 self.out.extend_from_slice(&reply);
@@ -293,7 +329,13 @@ impl Conn {
         self.queue.pop_front();
     }
 
-    fn write_done(&mut self, r: Result<escabelo_engine::Result<bool>, ()>, delete: bool) {
+    fn write_done(
+        &mut self,
+        r: Result<escabelo_engine::Result<bool>, ()>,
+        delete: bool,
+        size: usize,
+    ) {
+        self.queued_bytes -= size;
         let c = &self.ctx.counters;
         Counters::bump(if delete { &c.deletes } else { &c.writes });
         match r {

@@ -12,7 +12,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 use tracing::{debug, info, warn};
@@ -149,7 +148,7 @@ impl Server {
             counters.connections.fetch_sub(1, Ordering::AcqRel);
             Counters::bump(&counters.connections_refused);
             debug!(%peer, "refused: too many connections");
-            tokio::spawn(refuse(stream));
+            refuse(stream);
             return;
         }
         Counters::bump(&counters.connections_total);
@@ -168,11 +167,10 @@ impl Server {
     }
 }
 
-/// Tells a client over the connection limit why, then closes.
-async fn refuse(mut stream: TcpStream) {
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        let _ = stream.write_all(TOO_MANY_CONNECTIONS).await;
-        let _ = stream.shutdown().await;
-    })
-    .await;
+/// Tells a client over the connection limit why, then closes. The reply is
+/// tiny and the socket's send buffer empty, so one non-blocking write is
+/// enough; no task or buffer is kept for a refused client.
+fn refuse(stream: TcpStream) {
+    let _ = stream.try_write(TOO_MANY_CONNECTIONS);
+    drop(stream);
 }

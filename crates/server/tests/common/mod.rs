@@ -5,9 +5,10 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Default timeout of every network wait in the tests.
@@ -20,12 +21,27 @@ pub struct Server {
     pub data_dir: PathBuf,
     /// Keeps the temporary directory alive.
     pub tmp: Option<tempfile::TempDir>,
+    /// Everything the server wrote to stderr so far.
+    pub log: Log,
 }
 
-/// A port that was free a moment ago.
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+/// The stderr of a server process, collected by a thread.
+#[derive(Clone, Default)]
+pub struct Log(Arc<Mutex<String>>);
+
+impl Log {
+    /// The text so far.
+    pub fn text(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// The port from the `listening addr=...` line, once logged.
+    pub fn port(&self) -> Option<u16> {
+        let t = self.text();
+        let at = t.find("listening addr=")? + "listening addr=".len();
+        let addr: String = t[at..].chars().take_while(|c| !c.is_whitespace()).collect();
+        addr.rsplit(':').next()?.parse().ok()
+    }
 }
 
 impl Server {
@@ -38,45 +54,45 @@ impl Server {
         s
     }
 
-    /// Starts a server on `data_dir` with extra flags.
+    /// Starts a server on `data_dir` with extra flags, on a port chosen by
+    /// the kernel (`--port 0`; the port is read from the log).
     pub fn start_in(data_dir: &Path, extra: &[&str]) -> Server {
-        for _ in 0..5 {
-            let port = free_port();
-            let mut args: Vec<String> = vec![
-                "--bind".into(),
-                "127.0.0.1".into(),
-                "--port".into(),
-                port.to_string(),
-                "--data-dir".into(),
-                data_dir.display().to_string(),
-            ];
-            args.extend(extra.iter().map(|s| s.to_string()));
-            let child = spawn(&args);
-            if let Some(s) = Server::wait_ready(child, port, data_dir) {
-                return s;
-            }
-        }
-        panic!("server did not start");
+        let mut args: Vec<String> = vec![
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            "0".into(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Server::spawn_ready(&args, data_dir).expect("server did not start")
     }
 
-    /// Waits until `port` accepts connections; `None` if the child exited.
-    pub fn wait_ready(mut child: Child, port: u16, data_dir: &Path) -> Option<Server> {
+    /// Spawns the binary with raw arguments and waits until it logs its
+    /// listening address and accepts connections; `None` if it exited.
+    pub fn spawn_ready(args: &[String], data_dir: &Path) -> Option<Server> {
+        let (mut child, log) = spawn(args);
         let deadline = Instant::now() + TIMEOUT;
         while Instant::now() < deadline {
+            if let Some(port) = log.port() {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Some(Server {
+                        child,
+                        port,
+                        data_dir: data_dir.to_path_buf(),
+                        tmp: None,
+                        log,
+                    });
+                }
+            }
             if let Ok(Some(_)) = child.try_wait() {
                 return None;
-            }
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some(Server {
-                    child,
-                    port,
-                    data_dir: data_dir.to_path_buf(),
-                    tmp: None,
-                });
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = child.kill();
+        let _ = child.wait();
         None
     }
 
@@ -125,16 +141,34 @@ impl Drop for Server {
     }
 }
 
-/// Spawns the binary with raw arguments, stdout/stderr discarded.
-pub fn spawn(args: &[String]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_escabelo"))
+/// Spawns the binary with raw arguments (info logging, no colours);
+/// stderr is collected into the returned [`Log`].
+pub fn spawn(args: &[String]) -> (Child, Log) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_escabelo"))
         .args(args)
-        .env("ESCABELO_LOG_LEVEL", "warn")
+        .env("ESCABELO_LOG_LEVEL", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
-        .unwrap()
+        .unwrap();
+    let log = Log::default();
+    if let Some(mut err) = child.stderr.take() {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                log.0
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+    }
+    (child, log)
 }
 
 /// A blocking test client.
