@@ -89,7 +89,6 @@ async fn run(cfg: Config) -> ExitCode {
         }
     };
     info!(
-        keys = db.key_count(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "database open"
     );

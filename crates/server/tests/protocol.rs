@@ -48,7 +48,8 @@ fn section5_examples() {
             "wal_size"
         ]
     );
-    assert_eq!(metric(&m, "keys"), 3);
+    assert_eq!(metric(&m, "deletes"), 2);
+    c.roundtrip(b"keys\r", b"other.x-y\rp:1\ruser:1\r");
 
     c.roundtrip(
         b"write nopipe\r",

@@ -76,12 +76,11 @@ impl Counters {
         );
         let _ = write!(
             line,
-            " keys={} immutable_memtable_size={} sst_bytes={} blob_files={} blob_bytes={} \
+            " immutable_memtable_size={} sst_bytes={} blob_files={} blob_bytes={} \
              blob_garbage_bytes={} disk_bytes={} bytes_written={} user_bytes_written={} \
              compactions={} blob_gcs={} cache_hits={} cache_misses={} cache_bytes={} \
              wal_syncs={} write_stalls={} scans={} bad_requests={} connections={} \
              connections_total={} connections_refused={} uptime_s={} durability={}",
-            db.key_count(),
             s.immutable_memtable_size,
             s.sst_bytes,
             s.blob_files,
