@@ -189,7 +189,15 @@ fn client_that_never_reads_is_bounded_and_others_proceed() {
 #[test]
 fn max_connections_refuses_cleanly() {
     let srv = Server::start(&["--max-connections", "3"]);
-    let mut held: Vec<Client> = (0..3).map(|_| srv.client()).collect();
+    // Wait until the start-up probe connection is gone.
+    let mut first = srv.client();
+    for _ in 0..200 {
+        if metric(&first.status(), "connections") == 1 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut held: Vec<Client> = vec![first, srv.client(), srv.client()];
     for c in held.iter_mut() {
         c.roundtrip(b"write x|1\r", b"success\r");
     }
