@@ -14,3 +14,36 @@ pub fn reply_reason(e: &Error) -> String {
         other => other.to_string().to_lowercase(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_short_and_lowercase() {
+        let cases = [
+            (
+                Error::NoSpace {
+                    context: "append WAL".into(),
+                },
+                "disk full",
+            ),
+            (Error::Closed, "shutting down"),
+            (
+                Error::corruption("/d/000001.sst", 7, "bad checksum"),
+                "data corruption",
+            ),
+            (
+                Error::io("write", std::io::Error::other("boom")),
+                "i/o error",
+            ),
+            (
+                Error::InvalidArgument("Value too long".into()),
+                "value too long",
+            ),
+        ];
+        for (e, want) in cases {
+            assert_eq!(reply_reason(&e), want);
+        }
+    }
+}

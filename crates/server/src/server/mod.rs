@@ -160,9 +160,11 @@ impl Server {
             debug!(%peer, error = %e, "set_nodelay failed");
         }
         let ctx = ctx.clone();
+        debug!(%peer, "client connected");
         tokio::spawn(async move {
             let _guard = guard;
             connection::serve(stream, ctx).await;
+            debug!(%peer, "client disconnected");
         });
     }
 }
