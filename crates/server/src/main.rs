@@ -57,6 +57,7 @@ async fn run(cfg: Config) -> ExitCode {
         }
     };
     let max_value_len = opts.value_len_max;
+    raise_fd_limit(cfg.max_connections);
     info!(
         port = cfg.port,
         bind = %cfg.bind,
@@ -119,6 +120,38 @@ async fn run(cfg: Config) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// Raises the soft open-file limit to the hard limit so that
+/// `--max-connections` clients (plus the engine's files) fit; warns if they
+/// cannot.
+fn raise_fd_limit(max_connections: usize) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim = raised;
+        }
+    }
+    let needed = max_connections.saturating_add(256) as libc::rlim_t;
+    if lim.rlim_cur < needed {
+        warn!(
+            open_files_limit = lim.rlim_cur,
+            max_connections,
+            "the open-file limit is below --max-connections; some clients may be refused by the OS"
+        );
     }
 }
 

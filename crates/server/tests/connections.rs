@@ -222,3 +222,18 @@ fn max_connections_refuses_cleanly() {
     let m = held[0].status();
     assert!(metric(&m, "connections_refused") >= 1);
 }
+
+#[test]
+fn a_thousand_connections_at_once() {
+    let srv = Server::start(&[]);
+    let mut clients: Vec<Client> = (0..1000).map(|_| srv.client()).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.send(format!("write t:{i}|{i}\rread t:{i}\r").as_bytes());
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.expect(format!("success\r{i}\r").as_bytes());
+    }
+    let m = clients[0].status();
+    assert_eq!(metric(&m, "connections"), 1000);
+    assert_eq!(metric(&m, "writes"), 1000);
+}
