@@ -51,8 +51,7 @@ async fn run(cfg: Config) -> ExitCode {
     let opts = match cfg.engine_options() {
         Ok(o) => o,
         Err(e) => {
-            error!("invalid configuration: {e}");
-            eprintln!("escabelo: {e}");
+            eprintln!("escabelo: invalid configuration: {e}");
             return ExitCode::from(2);
         }
     };
