@@ -1,1 +1,201 @@
-fn main() {}
+//! `escabelo`: the Escabelo key-value database server.
+//!
+//! This file is startup and lifecycle only: parse the configuration, open
+//! the engine, serve until SIGTERM/SIGINT, then drain, sync and close.
+
+mod config;
+mod error;
+mod protocol;
+mod server;
+
+use config::Config;
+use escabelo_engine::Db;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+use tracing::{error, info, warn};
+
+fn main() -> ExitCode {
+    let cfg = Config::from_args();
+    if let Err(e) = init_logging(&cfg.log_level) {
+        eprintln!("escabelo: invalid --log-level {:?}: {e}", cfg.log_level);
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("escabelo")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(run(cfg));
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    code
+}
+
+fn init_logging(level: &str) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init()
+        .map_err(|e| e.to_string())
+}
+
+async fn run(cfg: Config) -> ExitCode {
+    let opts = match cfg.engine_options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("escabelo: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let max_value_len = opts.value_len_max;
+    raise_fd_limit(cfg.max_connections);
+    info!(
+        port = cfg.port,
+        bind = %cfg.bind,
+        data_dir = %cfg.data_dir.display(),
+        memtable_size = cfg.memtable_size,
+        compaction_interval = ?cfg.compaction_interval,
+        wal_sync_interval = ?cfg.wal_sync_interval,
+        durability = %cfg.durability,
+        max_value_size = cfg.max_value_size,
+        cache_size = cfg.cache_size,
+        max_connections = cfg.max_connections,
+        "starting escabelo {}",
+        env!("CARGO_PKG_VERSION")
+    );
+
+    let started = std::time::Instant::now();
+    let db = match tokio::task::spawn_blocking(move || Db::open(opts)).await {
+        Ok(Ok(db)) => db,
+        Ok(Err(e)) => {
+            error!(error = %e, "cannot open the database");
+            eprintln!(
+                "escabelo: cannot open the database in {}: {e}",
+                cfg.data_dir.display()
+            );
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            error!(error = %e, "opening the database panicked");
+            return ExitCode::FAILURE;
+        }
+    };
+    info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "database open"
+    );
+
+    let settings = server::Settings {
+        addr: SocketAddr::new(cfg.bind, cfg.port),
+        max_connections: cfg.max_connections,
+        max_value_len,
+    };
+    let srv = match server::Server::bind(settings.clone(), db.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            error!(addr = %settings.addr, error = %e, "cannot listen");
+            eprintln!("escabelo: cannot listen on {}: {e}", settings.addr);
+            close_db(&db);
+            return ExitCode::FAILURE;
+        }
+    };
+    match srv.local_addr() {
+        Ok(a) => info!(addr = %a, "listening"),
+        Err(_) => info!(addr = %settings.addr, "listening"),
+    }
+
+    srv.run(shutdown_signal()).await;
+    info!("connections closed; syncing the database");
+    if close_db(&db) {
+        info!("shutdown complete");
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Raises the soft open-file limit to the hard limit so that
+/// `--max-connections` clients (plus the engine's files) fit; warns if they
+/// cannot.
+fn raise_fd_limit(max_connections: usize) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim = raised;
+        }
+    }
+    let needed = max_connections.saturating_add(256) as libc::rlim_t;
+    if lim.rlim_cur < needed {
+        warn!(
+            open_files_limit = lim.rlim_cur,
+            max_connections,
+            "the open-file limit is below --max-connections; some clients may be refused by the OS"
+        );
+    }
+}
+
+/// Syncs and closes the engine; false if either failed.
+fn close_db(db: &Db) -> bool {
+    let mut ok = true;
+    if let Err(e) = db.sync() {
+        error!(error = %e, "final sync failed");
+        ok = false;
+    }
+    if let Err(e) = db.close() {
+        error!(error = %e, "close failed");
+        ok = false;
+    }
+    ok
+}
+
+/// Completes on the first SIGTERM or SIGINT; a second one exits at once.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        (Err(e), _) | (_, Err(e)) => {
+            error!(error = %e, "cannot install signal handlers; stop with SIGKILL");
+            std::future::pending::<()>().await;
+            return;
+        }
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    info!(
+        signal = name,
+        "shutting down (send it again to exit at once)"
+    );
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+        warn!("second signal: exiting immediately");
+        std::process::exit(130);
+    });
+}
