@@ -1,7 +1,7 @@
 //! Command-line flags (each also read from `ESCABELO_<NAME>`), and their
 //! mapping onto the engine's [`Options`].
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use escabelo_engine::limits::VALUE_LEN_MAX_LIMIT;
 use escabelo_engine::{Durability, Options};
 use std::ffi::OsString;
@@ -67,6 +67,30 @@ pub struct Config {
     /// such as "escabelo=debug".
     #[arg(long, env = "ESCABELO_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+
+    /// Run an offline tool instead of the server.
+    #[command(subcommand)]
+    pub command: Option<Tool>,
+}
+
+/// Offline tools; each takes the directory lock, so the server must be
+/// stopped.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Tool {
+    /// Verify every checksum of every file and print a report; exits 1 if
+    /// anything is damaged.
+    Check {
+        /// Data directory to check (default: the top-level --data-dir).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Salvage every intact record into a consistent database. The original
+    /// files are moved to <data-dir>/lost/<time>/, never deleted.
+    Repair {
+        /// Data directory to repair (default: the top-level --data-dir).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 /// Long flags that the original Go program accepted with a single dash.

@@ -21,6 +21,9 @@ fn main() -> ExitCode {
         eprintln!("escabelo: invalid --log-level {:?}: {e}", cfg.log_level);
         return ExitCode::from(2);
     }
+    if let Some(tool) = cfg.command.clone() {
+        return run_tool(&cfg, tool);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("escabelo")
@@ -35,6 +38,53 @@ fn main() -> ExitCode {
     let code = runtime.block_on(run(cfg));
     runtime.shutdown_timeout(Duration::from_secs(2));
     code
+}
+
+/// Runs `escabelo check` or `escabelo repair`.
+fn run_tool(cfg: &Config, tool: config::Tool) -> ExitCode {
+    let mut opts = match cfg.engine_options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("escabelo: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match tool {
+        config::Tool::Check { data_dir } => {
+            if let Some(d) = data_dir {
+                opts.dir = d;
+            }
+            match escabelo_engine::tools::check(&opts) {
+                Ok(report) => {
+                    println!("{report}");
+                    if report.is_ok() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => {
+                    eprintln!("escabelo check: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        config::Tool::Repair { data_dir } => {
+            if let Some(d) = data_dir {
+                opts.dir = d;
+            }
+            match escabelo_engine::tools::repair(&opts) {
+                Ok(report) => {
+                    println!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("escabelo repair: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
 }
 
 fn init_logging(level: &str) -> Result<(), String> {
