@@ -1,12 +1,20 @@
-//! The commit thread: group commit of the write-ahead log.
+//! Group commit of the write-ahead log.
 //!
-//! Writers put requests in a queue. The commit thread takes everything
+//! Writers put requests in one queue. Whoever commits takes everything
 //! waiting (up to [`BATCH_BYTES_MAX`]), decides each request (a delete of an
 //! absent key writes nothing; a garbage-collection move applies only if the
 //! key still points where it did), appends the whole batch to the log with
 //! one `write`, in `sync` mode fdatasyncs it, applies it to the memtable,
 //! invalidates the cache and acknowledges every request. While it does,
 //! the next batch gathers in the queue.
+//!
+//! Who commits:
+//! - in `os` mode, the submitting thread itself when the log is free (it
+//!   becomes the leader and also commits what others queued meanwhile), so
+//!   a write costs no thread hand-off;
+//! - the **commit thread** otherwise: in `sync` mode (an fdatasync must not
+//!   block the server's I/O threads), when writers must be slowed down or
+//!   held (backpressure), to switch log segments, and for control requests.
 //!
 //! When the memtable or its log segment passes `memtable_size`, the
 //! memtable is frozen and a new log segment started; the flush thread
@@ -22,8 +30,8 @@ use crate::types::{BlobRef, Value};
 use crate::version::log_name;
 use crate::wal::{encode_record, WalWriter};
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, Sender};
-use std::collections::HashMap;
+use parking_lot::{Condvar, Mutex};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,10 +40,15 @@ use std::time::Duration;
 pub const BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Most requests gathered into one batch.
 pub const BATCH_REQUESTS_MAX: usize = 4096;
+/// Batches a submitting thread commits before leaving the rest to the
+/// commit thread (so one caller is not kept busy for long).
+const INLINE_BATCHES_MAX: usize = 4;
 /// Delay given to each batch when writers are being slowed down.
 const SLOWDOWN_DELAY: Duration = Duration::from_millis(1);
 /// How long a stopped writer sleeps between checks.
 const STOP_POLL: Duration = Duration::from_millis(10);
+/// How long the idle commit thread sleeps between checks.
+const IDLE_POLL: Duration = Duration::from_millis(100);
 
 /// Control requests handled in order with writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,52 +85,153 @@ impl Request {
     }
 }
 
+/// The queue, and the log behind a lock that whoever commits holds.
+struct Pipeline {
+    queue: Mutex<Queue>,
+    /// Wakes the commit thread; paired with `queue`.
+    wake: Condvar,
+    committer: Mutex<Committer>,
+    /// Submitters may commit themselves (`os` mode).
+    inline: bool,
+    shared: Arc<Shared>,
+}
+
+struct Queue {
+    requests: VecDeque<Request>,
+    /// Set by the commit thread when it exits; later requests are refused.
+    stopped: bool,
+    /// A leader saw that the memtable is full: the commit thread switches.
+    rotate_wanted: bool,
+}
+
+impl Pipeline {
+    /// Takes a batch from the front of the queue. With `writes_only`, stops
+    /// before the first control request.
+    fn take_batch(q: &mut Queue, writes_only: bool) -> Vec<Request> {
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        while bytes < BATCH_BYTES_MAX && batch.len() < BATCH_REQUESTS_MAX {
+            match q.requests.front() {
+                None => break,
+                Some(Request::Control(..)) if writes_only => break,
+                Some(r) => bytes += r.bytes(),
+            }
+            if let Some(r) = q.requests.pop_front() {
+                batch.push(r);
+            }
+        }
+        batch
+    }
+
+    /// True if a leader must leave the work to the commit thread.
+    fn must_defer(&self) -> bool {
+        let o = &self.shared.opts;
+        let sv = self.shared.super_version();
+        sv.imms.len() >= o.max_immutable_memtables.max(1)
+            || sv.version.levels[0].len() >= o.l0_slowdown
+    }
+
+    /// Commits queued writes on the calling thread while the log is free.
+    fn lead(&self) {
+        let mut batches = 0;
+        loop {
+            let Some(mut c) = self.committer.try_lock() else {
+                // The holder commits what we queued before it lets go.
+                return;
+            };
+            while batches < INLINE_BATCHES_MAX {
+                batches += 1;
+                if self.must_defer() {
+                    drop(c);
+                    self.wake.notify_one();
+                    return;
+                }
+                let batch = Self::take_batch(&mut self.queue.lock(), true);
+                if batch.is_empty() {
+                    break;
+                }
+                if c.commit(batch) {
+                    self.queue.lock().rotate_wanted = true;
+                    drop(c);
+                    self.wake.notify_one();
+                    return;
+                }
+            }
+            drop(c);
+            let q = self.queue.lock();
+            match q.requests.front() {
+                None => return,
+                Some(Request::Control(..)) => {
+                    drop(q);
+                    self.wake.notify_one();
+                    return;
+                }
+                // Queued after our last look: commit it too, unless we have
+                // done our share, then hand it to the commit thread.
+                Some(_) if batches >= INLINE_BATCHES_MAX => {
+                    drop(q);
+                    self.wake.notify_one();
+                    return;
+                }
+                Some(_) => {}
+            }
+        }
+    }
+}
+
 /// The sending side of the commit queue.
 #[derive(Clone)]
 pub(crate) struct CommitHandle {
-    tx: Sender<Request>,
+    p: Arc<Pipeline>,
 }
 
 impl CommitHandle {
-    pub fn submit(&self, op: WriteOp, done: WriteCallback) {
-        if let Err(e) = self.tx.send(Request::Write(op, done)) {
-            if let Request::Write(_, done) = e.0 {
-                done(Err(Error::Closed));
+    fn push(&self, r: Request) {
+        let lead = self.p.inline && !matches!(r, Request::Control(..));
+        {
+            let mut q = self.p.queue.lock();
+            if q.stopped {
+                drop(q);
+                fail_request(r, &Error::Closed);
+                return;
             }
+            q.requests.push_back(r);
         }
+        if lead {
+            self.p.lead();
+        } else {
+            self.p.wake.notify_one();
+        }
+    }
+
+    pub fn submit(&self, op: WriteOp, done: WriteCallback) {
+        self.push(Request::Write(op, done));
     }
 
     /// Submits a garbage-collection move: point `key` at `new` if it still
     /// points at `old`. The outcome says whether it did.
     pub fn gc_move(&self, key: Bytes, old: BlobRef, new: BlobRef, done: WriteCallback) {
-        if let Err(e) = self.tx.send(Request::GcMove {
+        self.push(Request::GcMove {
             key,
             old,
             new,
             done,
-        }) {
-            if let Request::GcMove { done, .. } = e.0 {
-                done(Err(Error::Closed));
-            }
-        }
+        });
     }
 
     /// Queues a control request without waiting for it.
     pub fn control_async(&self, c: Control) {
-        let _ = self.tx.send(Request::Control(c, Box::new(|_| {})));
+        self.push(Request::Control(c, Box::new(|_| {})));
     }
 
     pub fn control_wait(&self, c: Control) -> Result<()> {
         let (tx, rx) = crossbeam_channel::bounded(1);
-        let req = Request::Control(
+        self.push(Request::Control(
             c,
             Box::new(move |r| {
                 let _ = tx.send(r);
             }),
-        );
-        if self.tx.send(req).is_err() {
-            return Err(Error::Closed);
-        }
+        ));
         rx.recv().unwrap_or(Err(Error::Closed))
     }
 }
@@ -151,29 +265,68 @@ pub(crate) fn dup_error(e: &Error) -> Error {
     }
 }
 
-/// Starts the commit thread, writing to `wal` into `mem`.
+/// Starts the commit thread, writing to `wal`.
 pub(crate) fn start(
     shared: Arc<Shared>,
     wal: WalWriter,
 ) -> Result<(CommitHandle, std::thread::JoinHandle<()>)> {
-    let (tx, rx) = crossbeam_channel::unbounded();
     *shared.wal_file.lock() = Some(wal.file());
-    let mut c = Committer {
+    let p = Arc::new(Pipeline {
+        queue: Mutex::new(Queue {
+            requests: VecDeque::new(),
+            stopped: false,
+            rotate_wanted: false,
+        }),
+        wake: Condvar::new(),
+        committer: Mutex::new(Committer {
+            shared: shared.clone(),
+            wal,
+            buf: Vec::with_capacity(BATCH_BYTES_MAX),
+        }),
+        inline: shared.opts.durability == Durability::Os,
         shared,
-        rx,
-        wal,
-        buf: Vec::with_capacity(BATCH_BYTES_MAX),
-    };
+    });
+    let thread_p = p.clone();
     let h = std::thread::Builder::new()
         .name("escabelo-commit".into())
-        .spawn(move || c.run())
+        .spawn(move || run(&thread_p))
         .map_err(|e| Error::io("spawn commit thread", e))?;
-    Ok((CommitHandle { tx }, h))
+    Ok((CommitHandle { p }, h))
+}
+
+/// The commit thread.
+fn run(p: &Pipeline) {
+    loop {
+        let (batch, rotate) = {
+            let mut q = p.queue.lock();
+            while q.requests.is_empty() && !q.rotate_wanted {
+                p.wake.wait_for(&mut q, IDLE_POLL);
+            }
+            let rotate = std::mem::take(&mut q.rotate_wanted);
+            (Pipeline::take_batch(&mut q, false), rotate)
+        };
+        let mut c = p.committer.lock();
+        if rotate {
+            if let Err(e) = c.rotate() {
+                tracing::error!(error = %e, "could not start a new log segment");
+            }
+        }
+        if c.process(batch) {
+            let rest = {
+                let mut q = p.queue.lock();
+                q.stopped = true;
+                std::mem::take(&mut q.requests)
+            };
+            for r in rest {
+                fail_request(r, &Error::Closed);
+            }
+            return;
+        }
+    }
 }
 
 struct Committer {
     shared: Arc<Shared>,
-    rx: Receiver<Request>,
     wal: WalWriter,
     buf: Vec<u8>,
 }
@@ -187,40 +340,22 @@ struct Decided {
 }
 
 impl Committer {
-    fn run(&mut self) {
-        while let Ok(first) = self.rx.recv() {
-            let mut bytes = first.bytes();
-            let mut batch = vec![first];
-            while bytes < BATCH_BYTES_MAX && batch.len() < BATCH_REQUESTS_MAX {
-                match self.rx.try_recv() {
-                    Ok(r) => {
-                        bytes += r.bytes();
-                        batch.push(r);
-                    }
-                    Err(_) => break,
-                }
-            }
-            if self.process(batch) {
-                return;
-            }
-        }
-    }
-
-    /// Handles a batch; returns true when asked to stop.
+    /// Handles a batch; returns true when asked to stop (requests after
+    /// the stop are refused).
     fn process(&mut self, batch: Vec<Request>) -> bool {
         let mut writes = Vec::new();
-        for r in batch {
+        let mut rest = batch.into_iter();
+        while let Some(r) = rest.next() {
             match r {
                 Request::Control(c, done) => {
-                    self.commit(std::mem::take(&mut writes));
+                    self.commit_and_rotate(std::mem::take(&mut writes));
                     let res = match c {
                         Control::Sync | Control::Stop => self.sync(),
                         Control::Rotate => self.rotate(),
                     };
                     done(res);
                     if c == Control::Stop {
-                        // Anything still queued is refused.
-                        while let Ok(r) = self.rx.try_recv() {
+                        for r in rest {
                             fail_request(r, &Error::Closed);
                         }
                         return true;
@@ -229,8 +364,27 @@ impl Committer {
                 w => writes.push(w),
             }
         }
-        self.commit(writes);
+        self.commit_and_rotate(writes);
         false
+    }
+
+    /// Commits on the commit thread: with backpressure, and switching
+    /// segments when the memtable is full.
+    fn commit_and_rotate(&mut self, writes: Vec<Request>) {
+        if writes.is_empty() {
+            return;
+        }
+        if let Err(e) = self.backpressure() {
+            for w in writes {
+                fail_request(w, &e);
+            }
+            return;
+        }
+        if self.commit(writes) {
+            if let Err(e) = self.rotate() {
+                tracing::error!(error = %e, "could not start a new log segment");
+            }
+        }
     }
 
     fn sync(&mut self) -> Result<()> {
@@ -245,19 +399,17 @@ impl Committer {
         r
     }
 
-    fn commit(&mut self, writes: Vec<Request>) {
+    /// Commits one batch; returns true when the memtable is full and a new
+    /// segment should be started.
+    fn commit(&mut self, writes: Vec<Request>) -> bool {
         if writes.is_empty() {
-            return;
+            return false;
         }
-        if let Err(e) = self
-            .shared
-            .check_writable()
-            .and_then(|_| self.backpressure())
-        {
+        if let Err(e) = self.shared.check_writable() {
             for w in writes {
                 fail_request(w, &e);
             }
-            return;
+            return false;
         }
         let sv = self.shared.super_version();
         let log_number = self.wal.log_number();
@@ -336,7 +488,7 @@ impl Committer {
                 for d in decided {
                     (d.done)(Err(dup_error(&e)));
                 }
-                return;
+                return false;
             }
             let c = &self.shared.counters;
             c.bytes_written
@@ -364,11 +516,7 @@ impl Committer {
             (d.done)(Ok(d.outcome));
         }
         let limit = self.shared.opts.memtable_size as u64;
-        if mem.size() >= limit || self.wal.len() >= limit {
-            if let Err(e) = self.rotate() {
-                tracing::error!(error = %e, "could not start a new log segment");
-            }
-        }
+        mem.size() >= limit || self.wal.len() >= limit
     }
 
     /// Slows down or holds writes while flushes or level-0 compaction lag.
@@ -414,9 +562,9 @@ impl Committer {
         if self.shared.super_version().mem.is_empty() {
             return Ok(());
         }
-        // The frozen segment must be durable before its memtable can be
-        // relied on after a power loss.
-        self.sync()?;
+        // No sync here: in `sync` mode every acknowledged record is already
+        // durable, and in `os` mode the sync thread syncs the previous
+        // segment once more (see `start_syncer`).
         let (number, recycle) = {
             let mut vs = self.shared.vs.lock();
             (vs.new_file_number(), vs.recyclable_logs.pop())
@@ -438,6 +586,7 @@ impl Committer {
             recycle.as_ref().map(|(p, _)| p.as_path()),
         )?;
         let old = std::mem::replace(&mut self.wal, wal);
+        *self.shared.wal_file_prev.lock() = Some(old.file());
         *self.shared.wal_file.lock() = Some(self.wal.file());
         {
             let mut vs = self.shared.vs.lock();
@@ -468,15 +617,18 @@ pub(crate) fn start_syncer(shared: Arc<Shared>) -> Result<std::thread::JoinHandl
             let mut vs = shared.vs.lock();
             while !shared.shutdown.load(Ordering::Acquire) {
                 shared.bg_cv.wait_for(&mut vs, interval);
+                // The segment being written, and once the one before it
+                // (frozen since the last round).
+                let prev = shared.wal_file_prev.lock().take();
                 let file = shared.wal_file.lock().clone();
-                if let Some(f) = file {
-                    drop(vs);
+                drop(vs);
+                for f in prev.into_iter().chain(file) {
                     if let Err(e) = f.sync_data() {
                         shared.set_fatal(format!("log sync failed: {e}"));
                     }
                     shared.counters.wal_syncs.fetch_add(1, Ordering::Relaxed);
-                    vs = shared.vs.lock();
                 }
+                vs = shared.vs.lock();
             }
         })
         .map_err(|e| Error::io("spawn sync thread", e))

@@ -165,6 +165,8 @@ pub(crate) struct Shared {
     pub shutdown: AtomicBool,
     /// The log file being written, for the sync thread.
     pub wal_file: Mutex<Option<Arc<dyn File>>>,
+    /// The log file frozen last, until the sync thread has synced it.
+    pub wal_file_prev: Mutex<Option<Arc<dyn File>>>,
     /// The last flush failure, while flushes keep failing (a full disk).
     pub flush_error: Mutex<Option<String>>,
     /// When the last write was applied, for flushing an idle memtable.

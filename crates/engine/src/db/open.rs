@@ -288,6 +288,7 @@ pub(super) fn open(opts: Options) -> Result<Db> {
         fatal: Mutex::new(None),
         shutdown: AtomicBool::new(false),
         wal_file: Mutex::new(None),
+        wal_file_prev: Mutex::new(None),
         flush_error: Mutex::new(None),
         last_write: Mutex::new(Instant::now()),
         compaction_lock: Mutex::new(()),

@@ -496,7 +496,7 @@ impl Parser {
 }
 
 fn find_cr(b: &[u8]) -> Option<usize> {
-    b.iter().position(|&c| c == b'\r')
+    memchr::memchr(b'\r', b)
 }
 
 /// Appends `success\r`.

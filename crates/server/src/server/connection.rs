@@ -21,7 +21,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use escabelo_engine::{Db, Error, WriteOp};
 use std::collections::VecDeque;
 use std::sync::Arc;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -111,6 +111,7 @@ pub async fn serve(mut stream: TcpStream, ctx: Context) {
         queued_bytes: 0,
         protocol: None,
     };
+    let (mut rd, wr) = stream.split();
     let mut eof = false;
     let mut stopping = *shutdown.borrow();
     let mut read_size = READ_MIN;
@@ -128,30 +129,26 @@ pub async fn serve(mut stream: TcpStream, ctx: Context) {
         );
         tokio::select! {
             // Wait for readiness before making room, so that an idle
-            // connection holds at most a small buffer.
-            r = stream.readable(), if can_read => {
-                if r.is_err() {
-                    return;
-                }
-                conn.inbuf.reserve(read_size);
-                let spare = conn.inbuf.capacity() - conn.inbuf.len();
-                match stream.try_read_buf(&mut conn.inbuf) {
+            // connection holds at most a small buffer. Reading through
+            // `AsyncRead` lets a partial read mark the socket drained, which
+            // saves a failing `recv` per request.
+            r = read_some(&mut rd, &mut conn.inbuf, read_size), if can_read => {
+                match r {
                     Ok(0) => eof = true,
                     Ok(n) => {
                         // Grow the reads of a busy connection.
-                        if n == spare {
+                        if n >= read_size {
                             read_size = (read_size * 2).min(READ_MAX);
                         }
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     Err(_) => return,
                 }
             },
-            r = stream.writable(), if !conn.out.is_empty() => {
+            r = wr.writable(), if !conn.out.is_empty() => {
                 if r.is_err() {
                     return;
                 }
-                match stream.try_write(&conn.out) {
+                match wr.try_write(&conn.out) {
                     Ok(0) => return,
                     Ok(n) => {
                         conn.out.advance(n);
@@ -175,6 +172,19 @@ pub async fn serve(mut stream: TcpStream, ctx: Context) {
         }
     }
     let _ = stream.shutdown().await;
+}
+
+/// Waits until the socket is readable, then reads what is there (up to
+/// `size` more bytes of room). Cancel-safe: nothing is lost if another
+/// branch wins.
+async fn read_some(
+    rd: &mut tokio::net::tcp::ReadHalf<'_>,
+    buf: &mut BytesMut,
+    size: usize,
+) -> std::io::Result<usize> {
+    rd.readable().await?;
+    buf.reserve(size);
+    rd.read_buf(buf).await
 }
 
 /// Waits until the front entry (a write or a scan) completes.
