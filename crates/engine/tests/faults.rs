@@ -508,3 +508,25 @@ fn file_fsync_eio_then_power_loss() {
         }
     }
 }
+
+// ---------------------------------------------------------------------
+// Close
+// ---------------------------------------------------------------------
+
+/// `Db::close` is documented to release the data directory, so the
+/// database can be reopened while the closed handle still exists.
+#[test]
+fn close_releases_directory_lock() {
+    let fs = MemFs::new();
+    let opts = small_options(&fs, Durability::Sync);
+    let db = Db::open(opts.clone()).unwrap();
+    db.put(b"k0000", b"v").unwrap();
+    db.close().unwrap();
+    let again = Db::open(opts);
+    assert!(
+        again.is_ok(),
+        "reopen after close (handle not yet dropped) failed: {:?}",
+        again.err()
+    );
+    drop(db);
+}
