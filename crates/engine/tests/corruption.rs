@@ -267,7 +267,7 @@ fn flip_and_check(
 fn corruption(seed: u64, durability: Durability, flips: usize) {
     println!("seed {seed} ({durability}, {flips} flips per file)");
     let b = build(seed, durability);
-    let mut rng = SmallRng::seed_from_u64(seed ^ 0xc0ff_ee);
+    let mut rng = SmallRng::seed_from_u64(seed ^ 0x00c0_ffee);
     let files: Vec<PathBuf> =
         b.fs.list_files()
             .into_iter()
