@@ -530,3 +530,29 @@ fn close_releases_directory_lock() {
     );
     drop(db);
 }
+
+/// A flush that fails with EIO (not ENOSPC) must not be reported as a
+/// full disk: `Error::NoSpace` tells the caller to free space and retry,
+/// which cannot help here.
+#[test]
+fn flush_eio_is_not_reported_as_disk_full() {
+    let fs = MemFs::new();
+    let db = Db::open(small_options(&fs, Durability::Sync)).unwrap();
+    let mut rng = SmallRng::seed_from_u64(7);
+    let mut model = BTreeMap::new();
+    fill(&db, &mut rng, 50, 0, &mut model);
+    fs.inject(eio_fault(".sst", 0, None));
+    let r = db.flush();
+    println!("flush with failing table fsync: {r:?}");
+    assert!(r.is_err(), "flush whose table fsync failed returned Ok");
+    assert!(
+        !matches!(r, Err(Error::NoSpace { .. })),
+        "an EIO during flush was reported as a full disk: {r:?}"
+    );
+    // Reads keep working, nothing acknowledged is lost.
+    verify_exact(&db, &model, "after a failed flush");
+    fs.clear_faults();
+    db.flush().unwrap();
+    verify_exact(&db, &model, "after a successful flush");
+    db.close().unwrap();
+}
