@@ -535,10 +535,9 @@ impl Committer {
                         .fetch_add(1, Ordering::Relaxed);
                     delayed = true;
                 }
+                // Memtables cannot be flushed: say why instead of waiting.
                 if let Some(e) = self.shared.flush_error.lock().as_ref() {
-                    return Err(Error::NoSpace {
-                        context: format!("memtables cannot be flushed: {e}"),
-                    });
+                    return Err(dup_error(e));
                 }
                 self.shared.check_writable()?;
                 self.shared.wake_background();

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Pause after a failed flush before trying again.
-const RETRY_DELAY: Duration = Duration::from_millis(500);
+const RETRY_DELAY: Duration = Duration::from_millis(100);
 
 /// Starts the flush thread.
 pub(crate) fn start(shared: Arc<Shared>) -> Result<std::thread::JoinHandle<()>> {
@@ -48,7 +48,9 @@ fn run(shared: Arc<Shared>) {
                 shared.bg_cv.wait_for(&mut vs, Duration::from_secs(1));
             }
         };
-        match flush_one(&shared, &imm) {
+        let result = flush_one(&shared, &imm);
+        shared.counters.flush_attempts.fetch_add(1, Ordering::Release);
+        match result {
             Ok(()) => {
                 *shared.flush_error.lock() = None;
                 shared.counters.flushes.fetch_add(1, Ordering::Relaxed);
@@ -56,7 +58,8 @@ fn run(shared: Arc<Shared>) {
             }
             Err(e) => {
                 tracing::error!(error = %e, "flush failed; will retry");
-                *shared.flush_error.lock() = Some(e.to_string());
+                let e = super::commit::dup_error(&e);
+                *shared.flush_error.lock() = Some(e);
                 shared.wake_background();
                 let mut vs = shared.vs.lock();
                 if !shared.shutdown.load(Ordering::Acquire) {
@@ -255,17 +258,21 @@ fn build(
     Ok(())
 }
 
-/// Waits until no frozen memtable is left, or a flush fails.
+/// Waits until no frozen memtable is left, or a flush attempted after this
+/// call began fails (an older failure does not count: the flush thread is
+/// woken to try again at once).
 pub(crate) fn wait_flushed(shared: &Shared) -> Result<()> {
+    let start = shared.counters.flush_attempts.load(Ordering::Acquire);
+    shared.wake_background();
     let mut vs = shared.vs.lock();
     loop {
         if vs.imms.is_empty() {
             return Ok(());
         }
-        if let Some(e) = shared.flush_error.lock().as_ref() {
-            return Err(Error::NoSpace {
-                context: format!("flush failed: {e}"),
-            });
+        if shared.counters.flush_attempts.load(Ordering::Acquire) > start {
+            if let Some(e) = shared.flush_error.lock().as_ref() {
+                return Err(super::commit::dup_error(e));
+            }
         }
         if shared.shutdown.load(Ordering::Acquire) {
             return Err(Error::Closed);

@@ -51,17 +51,17 @@ pub(crate) fn start(
                 shared.bg_cv.wait_for(&mut vs, TICK);
             }
             loop {
-                if shared.shutdown.load(Ordering::Acquire) {
+                if shared.shutdown.load(Ordering::Acquire) || shared.closing.load(Ordering::Acquire) {
                     return;
                 }
                 match run_once(&shared, &commit) {
                     Ok(true) => continue,
                     Ok(false) => break,
+                    // Failing because the engine is closing is expected.
+                    Err(_) if shared.closing.load(Ordering::Acquire) => return,
                     Err(e) => {
-                        if !shared.shutdown.load(Ordering::Acquire) {
-                            tracing::error!(error = %e, "blob garbage collection failed; will retry");
-                            std::thread::sleep(RETRY_DELAY);
-                        }
+                        tracing::error!(error = %e, "blob garbage collection failed; will retry");
+                        std::thread::sleep(RETRY_DELAY);
                         break;
                     }
                 }
@@ -186,8 +186,11 @@ pub(crate) fn run(shared: &Arc<Shared>, commit: &CommitHandle, number: u64) -> R
         return Err(e);
     }
 
-    // Step 3: durable moves, then drop the old file.
-    commit.control_wait(super::commit::Control::Sync)?;
+    // Step 3: durable moves, then drop the old file. With no record live,
+    // nothing moved and there is nothing to make durable.
+    if !moves.is_empty() {
+        commit.control_wait(super::commit::Control::Sync)?;
+    }
     let mut edit = VersionEdit {
         deleted_blobs: vec![number],
         ..Default::default()

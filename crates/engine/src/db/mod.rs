@@ -110,6 +110,8 @@ pub type WriteCallback = Box<dyn FnOnce(Result<bool>) + Send + 'static>;
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub flushes: AtomicU64,
+    /// Flush attempts finished, failed ones included.
+    pub flush_attempts: AtomicU64,
     pub compactions: AtomicU64,
     pub blob_gcs: AtomicU64,
     pub bytes_written: AtomicU64,
@@ -163,12 +165,15 @@ pub(crate) struct Shared {
     /// Set after a fatal write-path error (a failed fsync): writes refused.
     pub fatal: Mutex<Option<String>>,
     pub shutdown: AtomicBool,
+    /// Set when close begins, before the commit pipeline stops: background
+    /// work that fails from then on exits quietly instead of retrying.
+    pub closing: AtomicBool,
     /// The log file being written, for the sync thread.
     pub wal_file: Mutex<Option<Arc<dyn File>>>,
     /// The log file frozen last, until the sync thread has synced it.
     pub wal_file_prev: Mutex<Option<Arc<dyn File>>>,
     /// The last flush failure, while flushes keep failing (a full disk).
-    pub flush_error: Mutex<Option<String>>,
+    pub flush_error: Mutex<Option<Error>>,
     /// When the last write was applied, for flushing an idle memtable.
     pub last_write: Mutex<std::time::Instant>,
     /// Held while a compaction runs.
@@ -319,6 +324,7 @@ impl DbInner {
         if self.shared.shutdown.load(Ordering::Acquire) {
             return Ok(());
         }
+        self.shared.closing.store(true, Ordering::Release);
         let synced = self.commit.control_wait(commit::Control::Sync);
         self.commit.control_wait(commit::Control::Stop).ok();
         self.shared.shutdown.store(true, Ordering::Release);

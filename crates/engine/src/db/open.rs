@@ -287,6 +287,7 @@ pub(super) fn open(opts: Options) -> Result<Db> {
         counters: Counters::default(),
         fatal: Mutex::new(None),
         shutdown: AtomicBool::new(false),
+        closing: AtomicBool::new(false),
         wal_file: Mutex::new(None),
         wal_file_prev: Mutex::new(None),
         flush_error: Mutex::new(None),

@@ -8,7 +8,13 @@ use std::sync::Arc;
 
 /// Magic bytes at the start of every manifest file.
 pub const MANIFEST_MAGIC: &[u8; 8] = b"ESCMANI1";
-const HEADER: usize = 8;
+const HEADER: usize = 12;
+/// Mixed into the length check so a zeroed header never passes it.
+const LEN_CHECK_MASK: u32 = 0xa282_ead8;
+
+fn len_check(len: &[u8; 4]) -> u32 {
+    crc32c::crc32c(len) ^ LEN_CHECK_MASK
+}
 
 /// Appends edits to a manifest file, each made durable before returning.
 #[derive(Debug)]
@@ -65,6 +71,7 @@ impl ManifestWriter {
         let crc = crc32c::crc32c_append(crc32c::crc32c(&len), &payload);
         rec.extend_from_slice(&crc.to_le_bytes());
         rec.extend_from_slice(&len);
+        rec.extend_from_slice(&len_check(&len).to_le_bytes());
         rec.extend_from_slice(&payload);
         let end = self.offset + rec.len() as u64;
         if end < self.dirty_until {
@@ -126,40 +133,37 @@ pub fn read_manifest(fs: &FsRef, path: &Path) -> Result<(Vec<VersionEdit>, bool)
     let mut torn = false;
     while pos < buf.len() {
         let rest = &buf[pos..];
+        if rest.iter().all(|&b| b == 0) {
+            // Zeros written over a failed append: the end of the edits.
+            break;
+        }
         if rest.len() < HEADER {
+            // The last append was cut inside its header.
             torn = true;
             break;
         }
         let crc = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
-        let n = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]) as usize;
-        let end = HEADER.saturating_add(n);
-        if n == 0 && rest.iter().all(|&b| b == 0) {
-            // Zeros written over a failed append: the end of the edits.
+        let len_bytes = [rest[4], rest[5], rest[6], rest[7]];
+        let check = u32::from_le_bytes([rest[8], rest[9], rest[10], rest[11]]);
+        if len_check(&len_bytes) != check {
+            return Err(Error::corruption(path, pos as u64, "manifest record header checksum mismatch"));
+        }
+        let n = u32::from_le_bytes(len_bytes) as usize;
+        if n == 0 || n > MANIFEST_RECORD_MAX {
+            return Err(Error::corruption(path, pos as u64, format!("manifest record length {n}")));
+        }
+        let end = HEADER + n;
+        if end > rest.len() {
+            // A trustworthy length running past the end: the last append
+            // was cut short by a crash. Nothing relied on it yet.
+            torn = true;
             break;
         }
-        if n == 0 || n > MANIFEST_RECORD_MAX || end > rest.len() {
-            // A length that runs past the end: the last write was torn.
-            if end >= rest.len() || n > MANIFEST_RECORD_MAX {
-                torn = true;
-                break;
-            }
-            return Err(Error::corruption(
-                path,
-                pos as u64,
-                "bad manifest record length",
-            ));
-        }
         let payload = &rest[HEADER..end];
-        if crc32c::crc32c_append(crc32c::crc32c(&rest[4..8]), payload) != crc {
-            if end == rest.len() {
-                torn = true;
-                break;
-            }
-            return Err(Error::corruption(
-                path,
-                pos as u64,
-                "manifest record checksum mismatch",
-            ));
+        if crc32c::crc32c_append(crc32c::crc32c(&len_bytes), payload) != crc {
+            // Complete records were fsynced before anything relied on
+            // them, so a bad one is damage even at the end of the file.
+            return Err(Error::corruption(path, pos as u64, "manifest record checksum mismatch"));
         }
         let edit = VersionEdit::decode(payload)
             .map_err(|r| Error::corruption(path, pos as u64, format!("bad version edit: {r}")))?;

@@ -9,18 +9,23 @@
 //!
 //! # Record layout
 //! ```text
-//! crc32c:  u32 LE   CRC32C of the next 4 bytes and the payload
-//! length:  u32 LE   payload length, 1 ..= MANIFEST_RECORD_MAX
-//! payload: a version edit (see below)
+//! crc32c:    u32 LE   CRC32C of the length field and the payload
+//! length:    u32 LE   payload length, 1 ..= MANIFEST_RECORD_MAX
+//! len_check: u32 LE   CRC32C of the length field, xor 0xa282ead8
+//! payload:   a version edit (see below)
 //! ```
 //! A record is written with one write and then fdatasynced; an edit takes
 //! effect only once its record is durable. The first record of a manifest
 //! is a full snapshot (every live file), so older manifests can be deleted.
 //!
-//! A bad record that ends at or beyond the end of the file is a torn write
-//! from a crash: it is dropped (the edit never happened; no file it names
-//! was relied on). A bad record followed by more bytes is corruption, and
-//! the open fails naming the manifest and the offset.
+//! Reading: bytes that are all zeros end the edits (a failed append is
+//! overwritten with zeros by the next one). A header cut short by the end
+//! of the file, or a checked length that runs past it, is a torn write from
+//! a crash: it is dropped (the edit never happened; nothing relied on it).
+//! Anything else that fails a check (the length check, the record CRC, the
+//! edit's syntax) is corruption, even in the last record, and the open
+//! fails naming the manifest and the offset: the length is never trusted
+//! before its own check, so a damaged length cannot pass for a torn tail.
 //!
 //! # Version edit payload
 //! A sequence of fields, each a one-byte tag followed by varints
