@@ -58,20 +58,29 @@ impl Conn {
     /// Sends `keys` followed by `status`, and returns the listed keys (the
     /// `status` reply, whose header cannot be a key, marks the list's end).
     pub fn keys(&mut self) -> io::Result<Vec<Vec<u8>>> {
-        self.send(b"keys\rstatus\r")?;
-        let mut keys = Vec::new();
+        self.list(b"keys\r")
+    }
+
+    /// Sends a listing request (`keys`, `reads <prefix>`; with its `\r`)
+    /// followed by `status`, and returns the listed items. The `status`
+    /// reply marks the list's end; it must not look like an item.
+    pub fn list(&mut self, req: &[u8]) -> io::Result<Vec<Vec<u8>>> {
+        let mut r = req.to_vec();
+        r.extend_from_slice(b"status\r");
+        self.send(&r)?;
+        let mut items = Vec::new();
         loop {
             let r = self.reply()?;
             if r.starts_with(STATUS_HEADER) {
                 break;
             }
-            keys.push(r);
+            items.push(r);
         }
         // An empty list is a single bare `\r`.
-        if keys.len() == 1 && keys[0].is_empty() {
-            keys.clear();
+        if items.len() == 1 && items[0].is_empty() {
+            items.clear();
         }
-        Ok(keys)
+        Ok(items)
     }
 }
 

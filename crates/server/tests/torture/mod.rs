@@ -63,11 +63,8 @@ impl Config {
         let secs = env_f64("ESCABELO_TORTURE_SECS");
         let kills = env_f64("ESCABELO_TORTURE_KILLS").map(|k| k.max(1.0) as u64);
         let (kills, secs, round_secs) = match (secs, kills) {
-            (None, None) => (default_kills, None, 2.0),
-            (Some(s), None) => {
-                let k = ((s / 5.0) as u64).max(1);
-                (k, Some(s), s / k as f64)
-            }
+            (None, None) => (default_kills, None, 3.0),
+            (Some(s), None) => (u64::MAX, Some(s), 5.0),
             (None, Some(k)) => (k, None, 4.0),
             (Some(s), Some(k)) => (k, Some(s), (s / k as f64 * 0.8).max(0.3)),
         };
@@ -216,11 +213,13 @@ pub struct Summary {
     pub in_flight_at_kill: u64,
     pub keys_checked: u64,
     pub keys_listings_checked: u64,
+    pub scans_checked: u64,
+    pub kills_in_recovery: u64,
     pub flushes: u64,
     pub compactions: u64,
     pub blob_gcs: u64,
     pub write_stalls: u64,
-    pub kill_modes: [u64; 4],
+    pub kill_modes: [u64; 5],
     pub failures: u64,
     pub messages: Vec<String>,
     pub elapsed: Duration,
@@ -243,9 +242,10 @@ impl Summary {
             .unwrap_or_default()
             .as_secs_f64();
         println!(
-            "torture[{name}]: {:.1}s rounds={} kills={} (delay={} burst={} mid-flush={} after-flush={}) restarts={} \
-             restart_ms mean={:.1} max={:.1}\n  acked_writes={} acked_deletes={} reads_checked={} \
-             in_flight_at_kill={} keys_checked={} keys_listings_checked={}\n  server: flushes={} \
+            "torture[{name}]: {:.1}s rounds={} kills={} (delay={} burst={} mid-flush={} after-flush={} \
+             during-shutdown={}) kills_in_recovery={} restarts={} restart_ms mean={:.1} max={:.1}\n  \
+             acked_writes={} acked_deletes={} reads_checked={} in_flight_at_kill={} keys_checked={} \
+             keys_listings_checked={} scans_checked={}\n  server: flushes={} \
              compactions={} blob_gcs={} write_stalls={}\n  failures={}",
             self.elapsed.as_secs_f64(),
             self.rounds,
@@ -254,6 +254,8 @@ impl Summary {
             self.kill_modes[1],
             self.kill_modes[2],
             self.kill_modes[3],
+            self.kill_modes[4],
+            self.kills_in_recovery,
             self.restarts,
             mean * 1e3,
             max * 1e3,
@@ -263,6 +265,7 @@ impl Summary {
             self.in_flight_at_kill,
             self.keys_checked,
             self.keys_listings_checked,
+            self.scans_checked,
             self.flushes,
             self.compactions,
             self.blob_gcs,
@@ -452,7 +455,7 @@ fn worker(world: &World, port: u16, stop: &AtomicBool, burst: &AtomicBool, seed:
 
 /// Reads back every key and `keys`, checks them against the history, and
 /// resolves in-flight changes to what the database shows.
-fn verify_all(world: &World, port: u16, summary: &mut Summary, when: &str) {
+fn verify_all(world: &World, port: u16, summary: &mut Summary, when: &str, rng: &mut SmallRng) {
     let mut conn = Conn::connect(port, NET_TIMEOUT).expect("connect for verification");
     let n = world.keys.len();
     let mut guards: Vec<MutexGuard<'_, KeyState>> = world.keys.iter().map(lock).collect();
@@ -515,17 +518,63 @@ fn verify_all(world: &World, port: u16, summary: &mut Summary, when: &str) {
             expected.len()
         ));
     }
+    // `reads <prefix>` lists the values of the present keys with that
+    // prefix, in key order: all of them, and a few narrow prefixes.
+    let mut prefixes = vec!["t:".to_string()];
+    for _ in 0..3 {
+        prefixes.push(format!(
+            "t:00{}{}",
+            rng.gen_range(0..10),
+            rng.gen_range(0..10)
+        ));
+    }
+    for prefix in prefixes {
+        let got = conn
+            .list(format!("reads {prefix}\r").as_bytes())
+            .expect("reads");
+        let mut want: Vec<(&str, Val)> = guards
+            .iter()
+            .filter(|g| g.cur != Val::Absent && g.name.starts_with(&prefix))
+            .map(|g| (g.name.as_str(), g.cur))
+            .collect();
+        want.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        summary.scans_checked += 1;
+        let same = got.len() == want.len()
+            && got.iter().zip(&want).all(|(v, (name, cur))| match *cur {
+                Val::Present { id, len } => v.len() == len && value_bytes(name, id, len) == *v,
+                Val::Absent => false,
+            });
+        if !same {
+            let first_bad = got
+                .iter()
+                .zip(&want)
+                .position(|(v, (name, cur))| match *cur {
+                    Val::Present { id, len } => value_bytes(name, id, len) != *v,
+                    Val::Absent => true,
+                });
+            world.stats.fail(format!(
+                "{when}: `reads {prefix}` returned {} values, expected {}; first mismatch at {:?}: {}",
+                got.len(),
+                want.len(),
+                first_bad,
+                first_bad
+                    .map(|i| describe(&got[i]))
+                    .unwrap_or_default()
+            ));
+        }
+    }
 }
 
 /// The kill moments: after a random delay; right after a burst of
 /// pipelined writes; while a flush is running; just after a flush (when
-/// compactions start).
+/// compactions start); during a clean shutdown (SIGTERM, then SIGKILL).
 #[derive(Debug, Clone, Copy)]
 enum KillMode {
     Delay,
     Burst,
     MidFlush,
     AfterFlush,
+    DuringShutdown,
 }
 
 /// Polls `status` and remembers the last reply's counters.
@@ -586,11 +635,12 @@ pub fn run(cfg: &Config) -> Summary {
         let stop = AtomicBool::new(false);
         let burst = AtomicBool::new(false);
         let port = srv.port;
-        let mode = match rng.gen_range(0..4) {
-            0 => KillMode::Delay,
-            1 => KillMode::Burst,
-            2 => KillMode::MidFlush,
-            _ => KillMode::AfterFlush,
+        let mode = match rng.gen_range(0..9) {
+            0 | 1 => KillMode::Delay,
+            2 | 3 => KillMode::Burst,
+            4 | 5 => KillMode::MidFlush,
+            6 | 7 => KillMode::AfterFlush,
+            _ => KillMode::DuringShutdown,
         };
         let delay = Duration::from_secs_f64(cfg.round_secs * rng.gen_range(0.3..1.7));
         let round_seed: u64 = rng.gen();
@@ -606,7 +656,7 @@ pub fn run(cfg: &Config) -> Summary {
             let started = Instant::now();
             let mut ctl = SmallRng::seed_from_u64(round_seed);
             match mode {
-                KillMode::Delay => {
+                KillMode::Delay | KillMode::DuringShutdown => {
                     while started.elapsed() < delay {
                         thread::sleep(Duration::from_millis(20));
                         watch.poll();
@@ -643,7 +693,20 @@ pub fn run(cfg: &Config) -> Summary {
                     }
                 }
             }
-            srv.kill9();
+            if let KillMode::DuringShutdown = mode {
+                srv.signal(libc::SIGTERM);
+                thread::sleep(Duration::from_millis(ctl.gen_range(0..80)));
+                if let Ok(Some(st)) = srv.child.try_wait() {
+                    // Finished its shutdown before the kill.
+                    if !st.success() {
+                        world.stats.fail(format!("SIGTERM exit status {st}"));
+                    }
+                } else {
+                    srv.kill9();
+                }
+            } else {
+                srv.kill9();
+            }
             stop.store(true, Ordering::Relaxed);
         });
         summary.kills += 1;
@@ -655,12 +718,20 @@ pub fn run(cfg: &Config) -> Summary {
         check_log(&world, &srv, "before the kill");
         drop(srv);
 
+        // Now and then, also kill a restart while it recovers.
+        if rng.gen_bool(0.25) {
+            let last = summary.restart_times.last().copied().unwrap_or_default();
+            let after = last.mul_f64(rng.gen_range(0.0..1.2));
+            kill_during_recovery(&data_dir, &cfg.server_args, after);
+            summary.kills_in_recovery += 1;
+        }
+
         let (s2, took) = start_server(&data_dir, &cfg.server_args);
         srv = s2;
         summary.restarts += 1;
         summary.restart_times.push(took);
         let when = format!("after kill {}", summary.kills);
-        verify_all(&world, srv.port, &mut summary, &when);
+        verify_all(&world, srv.port, &mut summary, &when, &mut rng);
     }
 
     // A clean shutdown and restart keeps everything too.
@@ -680,7 +751,13 @@ pub fn run(cfg: &Config) -> Summary {
     let (srv, took) = start_server(&data_dir, &cfg.server_args);
     summary.restarts += 1;
     summary.restart_times.push(took);
-    verify_all(&world, srv.port, &mut summary, "after a clean restart");
+    verify_all(
+        &world,
+        srv.port,
+        &mut summary,
+        "after a clean restart",
+        &mut rng,
+    );
     check_log(&world, &srv, "at the end");
     drop(srv);
 
@@ -693,6 +770,24 @@ pub fn run(cfg: &Config) -> Summary {
     summary.elapsed = t0.elapsed();
     summary.print(cfg.name);
     summary
+}
+
+/// Starts the server on `data_dir` and kills it with SIGKILL `after` the
+/// spawn, in the middle of its recovery if it takes that long.
+fn kill_during_recovery(data_dir: &Path, extra: &[String], after: Duration) {
+    let mut args: Vec<String> = vec![
+        "--bind".into(),
+        "127.0.0.1".into(),
+        "--port".into(),
+        "0".into(),
+        "--data-dir".into(),
+        data_dir.display().to_string(),
+    ];
+    args.extend(extra.iter().cloned());
+    let (mut child, _log) = spawn(&args);
+    thread::sleep(after);
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// A panic or an error in the server's log is a failure.
