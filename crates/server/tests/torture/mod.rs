@@ -604,8 +604,12 @@ impl Watch {
 pub fn run(cfg: &Config) -> Summary {
     println!("torture[{}]: {:?}", cfg.name, cfg);
     let t0 = Instant::now();
+    // ESCABELO_TORTURE_DIR keeps the data directory for a post-mortem.
     let tmp = tempfile::tempdir().unwrap();
-    let data_dir = tmp.path().join("data");
+    let data_dir = match std::env::var_os("ESCABELO_TORTURE_DIR") {
+        Some(d) => Path::new(&d).join(cfg.name),
+        None => tmp.path().join("data"),
+    };
     let world = World {
         keys: (0..cfg.keys)
             .map(|i| {
@@ -644,6 +648,7 @@ pub fn run(cfg: &Config) -> Summary {
         };
         let delay = Duration::from_secs_f64(cfg.round_secs * rng.gen_range(0.3..1.7));
         let round_seed: u64 = rng.gen();
+        let round_start = Instant::now();
         let mut watch = Watch {
             conn: Conn::connect(port, NET_TIMEOUT).ok(),
             last: Vec::new(),
@@ -709,6 +714,7 @@ pub fn run(cfg: &Config) -> Summary {
             }
             stop.store(true, Ordering::Relaxed);
         });
+        let round_time = round_start.elapsed();
         summary.kills += 1;
         summary.kill_modes[mode as usize] += 1;
         summary.flushes += metric(&watch.last, "flushes");
@@ -732,6 +738,23 @@ pub fn run(cfg: &Config) -> Summary {
         summary.restart_times.push(took);
         let when = format!("after kill {}", summary.kills);
         verify_all(&world, srv.port, &mut summary, &when, &mut rng);
+        let (files, bytes) = dir_usage(&data_dir);
+        let m = Conn::connect(srv.port, NET_TIMEOUT)
+            .and_then(|mut c| c.status())
+            .unwrap_or_default();
+        println!(
+            "  round {:>3}: kill {:?} after {:.2}s, restart {:.1} ms, data dir {} files {} KiB \
+             (server: sst_count={} blob_files={} disk_bytes={} KiB)",
+            summary.rounds,
+            mode,
+            round_time.as_secs_f64(),
+            took.as_secs_f64() * 1e3,
+            files,
+            bytes / 1024,
+            metric(&m, "sst_count"),
+            metric(&m, "blob_files"),
+            metric(&m, "disk_bytes") / 1024,
+        );
     }
 
     // A clean shutdown and restart keeps everything too.
@@ -788,6 +811,29 @@ fn kill_during_recovery(data_dir: &Path, extra: &[String], after: Duration) {
     thread::sleep(after);
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Number of files and their total size under `dir`, recursively.
+fn dir_usage(dir: &Path) -> (u64, u64) {
+    let mut files = 0;
+    let mut bytes = 0;
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => {
+                    let (f, b) = dir_usage(&e.path());
+                    files += f;
+                    bytes += b;
+                }
+                Ok(m) => {
+                    files += 1;
+                    bytes += m.len();
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    (files, bytes)
 }
 
 /// A panic or an error in the server's log is a failure.
