@@ -42,6 +42,9 @@ fn build(seed: u64, durability: Durability) -> Built {
     let db = Db::open(small_options(&fs, durability)).unwrap();
     let mut model = BTreeMap::new();
     let mut id = 0u64;
+    // The key of the last change that wrote a log record, and its value
+    // before that change: what a dropped last record reverts it to.
+    let mut last_change: Option<(String, Option<Vec<u8>>)> = None;
     let mut ops = |db: &Db, rng: &mut SmallRng, n: usize, model: &mut BTreeMap<String, Vec<u8>>| {
         for _ in 0..n {
             id += 1;
@@ -49,12 +52,13 @@ fn build(seed: u64, durability: Durability) -> Built {
             if rng.gen_bool(0.85) {
                 let v = make_value(&k, id, random_len(rng));
                 db.put(k.as_bytes(), &v).unwrap();
-                model.insert(k, v);
-            } else {
-                db.delete(k.as_bytes()).unwrap();
-                model.remove(&k);
+                last_change = Some((k.clone(), model.insert(k, v)));
+            } else if db.delete(k.as_bytes()).unwrap() {
+                // A delete of an absent key writes no record.
+                last_change = Some((k.clone(), model.remove(&k)));
             }
         }
+        last_change.clone()
     };
     // Deep levels, then a few level-0 tables, then an unflushed log tail.
     ops(&db, &mut rng, 700, &mut model);
@@ -63,14 +67,8 @@ fn build(seed: u64, durability: Durability) -> Built {
     ops(&db, &mut rng, 150, &mut model);
     db.flush().unwrap();
     ops(&db, &mut rng, 100, &mut model);
-    let before: BTreeMap<String, Vec<u8>> = model.clone();
-    ops(&db, &mut rng, 30, &mut model);
-    let mut before_tail = BTreeMap::new();
-    for k in (0..KEY_SPACE).map(key) {
-        if before.get(&k) != model.get(&k) {
-            before_tail.insert(k.clone(), before.get(&k).cloned());
-        }
-    }
+    let last = ops(&db, &mut rng, 30, &mut model);
+    let before_tail: BTreeMap<String, Option<Vec<u8>>> = last.into_iter().collect();
     println!("built: stats {:?}", db.stats());
     db.close().unwrap();
     let mut universe: Vec<String> = (0..KEY_SPACE).map(key).collect();

@@ -49,7 +49,10 @@ fn run(shared: Arc<Shared>) {
             }
         };
         let result = flush_one(&shared, &imm);
-        shared.counters.flush_attempts.fetch_add(1, Ordering::Release);
+        shared
+            .counters
+            .flush_attempts
+            .fetch_add(1, Ordering::Release);
         match result {
             Ok(()) => {
                 *shared.flush_error.lock() = None;

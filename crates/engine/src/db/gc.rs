@@ -51,7 +51,8 @@ pub(crate) fn start(
                 shared.bg_cv.wait_for(&mut vs, TICK);
             }
             loop {
-                if shared.shutdown.load(Ordering::Acquire) || shared.closing.load(Ordering::Acquire) {
+                if shared.shutdown.load(Ordering::Acquire) || shared.closing.load(Ordering::Acquire)
+                {
                     return;
                 }
                 match run_once(&shared, &commit) {

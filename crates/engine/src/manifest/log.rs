@@ -146,11 +146,19 @@ pub fn read_manifest(fs: &FsRef, path: &Path) -> Result<(Vec<VersionEdit>, bool)
         let len_bytes = [rest[4], rest[5], rest[6], rest[7]];
         let check = u32::from_le_bytes([rest[8], rest[9], rest[10], rest[11]]);
         if len_check(&len_bytes) != check {
-            return Err(Error::corruption(path, pos as u64, "manifest record header checksum mismatch"));
+            return Err(Error::corruption(
+                path,
+                pos as u64,
+                "manifest record header checksum mismatch",
+            ));
         }
         let n = u32::from_le_bytes(len_bytes) as usize;
         if n == 0 || n > MANIFEST_RECORD_MAX {
-            return Err(Error::corruption(path, pos as u64, format!("manifest record length {n}")));
+            return Err(Error::corruption(
+                path,
+                pos as u64,
+                format!("manifest record length {n}"),
+            ));
         }
         let end = HEADER + n;
         if end > rest.len() {
@@ -163,7 +171,11 @@ pub fn read_manifest(fs: &FsRef, path: &Path) -> Result<(Vec<VersionEdit>, bool)
         if crc32c::crc32c_append(crc32c::crc32c(&len_bytes), payload) != crc {
             // Complete records were fsynced before anything relied on
             // them, so a bad one is damage even at the end of the file.
-            return Err(Error::corruption(path, pos as u64, "manifest record checksum mismatch"));
+            return Err(Error::corruption(
+                path,
+                pos as u64,
+                "manifest record checksum mismatch",
+            ));
         }
         let edit = VersionEdit::decode(payload)
             .map_err(|r| Error::corruption(path, pos as u64, format!("bad version edit: {r}")))?;
