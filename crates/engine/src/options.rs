@@ -72,6 +72,10 @@ pub struct Options {
     /// Target size of a blob file before a new one is started.
     pub blob_file_size: u64,
     /// A blob file whose dead share reaches this fraction is rewritten.
+    /// 0.25 keeps steady-state space under 1.1x the live data while blob
+    /// rewrites add little write amplification (measured with the
+    /// `amplification` example: at 0.10, 2.60x total write amplification;
+    /// at 0.25, 2.46x, with space 1.015x uniform and 1.077x skewed).
     pub blob_gc_threshold: f64,
     /// Target size of a table file written by compaction.
     pub table_file_size: u64,
@@ -105,7 +109,7 @@ impl Options {
             compaction_interval: Duration::from_secs(300),
             blob_threshold: Some(1024),
             blob_file_size: 64 * 1024 * 1024,
-            blob_gc_threshold: 0.10,
+            blob_gc_threshold: 0.25,
             table_file_size: 16 * 1024 * 1024,
             l0_compaction_trigger: 4,
             l0_slowdown: 12,
