@@ -14,7 +14,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::fs::OpenMode;
 use crate::limits::VALUE_LEN_MAX_LIMIT;
 use crate::manifest::{
-    read_current, read_manifest, set_current, BlobEntry, ManifestWriter, TableEntry, VersionEdit,
+    read_current, read_manifest, set_current, LiveFiles, ManifestWriter, VersionEdit,
 };
 use crate::memtable::Memtable;
 use crate::options::{Durability, Options};
@@ -25,52 +25,9 @@ use crate::version::{
 use crate::wal::{ReadMode, WalReader, WalWriter};
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, RwLock};
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::Instant;
-
-/// Live files after folding every manifest edit.
-#[derive(Default)]
-struct Fold {
-    tables: BTreeMap<u64, TableEntry>,
-    blobs: BTreeMap<u64, (BlobEntry, u64)>,
-    log_number: u64,
-    next_file: u64,
-}
-
-impl Fold {
-    fn apply(&mut self, e: VersionEdit) {
-        if let Some(n) = e.log_number {
-            self.log_number = n;
-        }
-        if let Some(n) = e.next_file_number {
-            self.next_file = self.next_file.max(n);
-        }
-        for (_, n) in e.deleted_tables {
-            self.tables.remove(&n);
-        }
-        for t in e.added_tables {
-            self.tables.insert(t.number, t);
-        }
-        for n in e.deleted_blobs {
-            self.blobs.remove(&n);
-        }
-        for b in e.added_blobs {
-            self.blobs.insert(b.number, (b, 0));
-        }
-        for (n, g) in e.blob_garbage {
-            if let Some(b) = self.blobs.get_mut(&n) {
-                b.1 = (b.1 + g).min(b.0.record_bytes);
-            }
-        }
-        for (n, g) in e.blob_garbage_set {
-            if let Some(b) = self.blobs.get_mut(&n) {
-                b.1 = g.min(b.0.record_bytes);
-            }
-        }
-    }
-}
 
 fn check_options(o: &Options) -> Result<()> {
     if o.value_len_max > VALUE_LEN_MAX_LIMIT {
@@ -107,10 +64,7 @@ pub(super) fn open(opts: Options) -> Result<Db> {
         }
     })?;
 
-    let mut fold = Fold {
-        next_file: 1,
-        ..Default::default()
-    };
+    let mut fold = LiveFiles::default();
     let old_manifest = read_current(&fs, &dir)?;
     let mut old_manifest_number = None;
     if let Some(name) = &old_manifest {
@@ -139,14 +93,15 @@ pub(super) fn open(opts: Options) -> Result<Db> {
         snapshot.added_tables.push(t.clone());
     }
     let mut blobs = Vec::with_capacity(fold.blobs.len());
-    for (b, garbage) in fold.blobs.values() {
+    for b in fold.blobs.values() {
         blobs.push(BlobReader::open(
             &fs,
             &dir.join(blob_name(b.number)),
             b.number,
         )?);
         snapshot.added_blobs.push(b.clone());
-        snapshot.blob_garbage_set.push((b.number, *garbage));
+        let garbage = fold.blob_garbage.get(&b.number).copied().unwrap_or(0);
+        snapshot.blob_garbage_set.push((b.number, garbage));
     }
     let version = Version::empty(&dir).apply(&snapshot, &tables, &blobs)?;
 

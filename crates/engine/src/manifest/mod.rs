@@ -48,9 +48,11 @@
 //! reference are deleted (they are leftovers of interrupted work).
 
 mod edit;
+mod live;
 mod log;
 
 pub use edit::{BlobEntry, TableEntry, VersionEdit};
+pub use live::LiveFiles;
 pub use log::{read_current, read_manifest, set_current, ManifestWriter, MANIFEST_MAGIC};
 
 /// Largest manifest record accepted.

@@ -15,10 +15,9 @@ pub use repair::{repair, RepairReport};
 
 use crate::error::{Error, IoContext, Result};
 use crate::fs::DirLock;
-use crate::manifest::{read_current, read_manifest, BlobEntry, TableEntry, VersionEdit};
+use crate::manifest::{read_current, read_manifest, LiveFiles};
 use crate::options::Options;
 use crate::version::parse_file_name;
-use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Takes the data directory's lock; the directory must already exist (the
@@ -62,41 +61,16 @@ fn engine_files(opts: &Options) -> Result<Vec<String>> {
 struct Fold {
     /// Name of the manifest file.
     manifest: String,
-    /// Live tables by number.
-    tables: BTreeMap<u64, TableEntry>,
-    /// Live blob files by number.
-    blobs: BTreeMap<u64, BlobEntry>,
-    /// Logs numbered below this are obsolete.
-    log_number: u64,
-    /// Next file number to allocate.
-    next_file: u64,
+    /// What the manifest's edits describe.
+    live: LiveFiles,
     /// The last record was torn (and dropped).
     torn: bool,
-    /// Number of edits read.
-    edits: usize,
 }
 
-impl Fold {
-    fn apply(&mut self, e: VersionEdit) {
-        self.edits += 1;
-        if let Some(n) = e.log_number {
-            self.log_number = n;
-        }
-        if let Some(n) = e.next_file_number {
-            self.next_file = self.next_file.max(n);
-        }
-        for (_, n) in e.deleted_tables {
-            self.tables.remove(&n);
-        }
-        for t in e.added_tables {
-            self.tables.insert(t.number, t);
-        }
-        for n in e.deleted_blobs {
-            self.blobs.remove(&n);
-        }
-        for b in e.added_blobs {
-            self.blobs.insert(b.number, b);
-        }
+impl std::ops::Deref for Fold {
+    type Target = LiveFiles;
+    fn deref(&self) -> &LiveFiles {
+        &self.live
     }
 }
 
@@ -118,11 +92,10 @@ fn load_manifest(opts: &Options) -> Result<Option<Fold>> {
     let mut fold = Fold {
         manifest: name,
         torn,
-        next_file: 1,
-        ..Fold::default()
+        live: LiveFiles::default(),
     };
     for e in edits {
-        fold.apply(e);
+        fold.live.apply(e);
     }
     Ok(Some(fold))
 }
