@@ -170,6 +170,13 @@ fn second_signal_exits_at_once() {
             break;
         }
     }
+    // Make sure the server is answering the hog (its requests are in
+    // flight) before the signal: on a slow machine the connection may not
+    // have been read yet, and requests never received are not in flight.
+    hog.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut first = [0u8; 1];
+    std::io::Read::read_exact(&mut hog, &mut first).unwrap();
+    assert_eq!(&first, b"v");
     srv.signal(libc::SIGTERM);
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert!(srv.child.try_wait().unwrap().is_none(), "still draining");
