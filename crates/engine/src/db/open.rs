@@ -11,7 +11,6 @@ use super::{commit, flush, Counters, Db, Shared, VersionSet};
 use crate::blob::BlobReader;
 use crate::cache::ValueCache;
 use crate::error::{Error, IoContext, Result};
-use crate::fs::OpenMode;
 use crate::limits::VALUE_LEN_MAX_LIMIT;
 use crate::manifest::{
     read_current, read_manifest, set_current, LiveFiles, ManifestWriter, VersionEdit,
@@ -206,9 +205,6 @@ pub(super) fn open(opts: Options) -> Result<Db> {
         fs.remove_file(&p)
             .ctx(|| format!("remove empty log {}", p.display()))?;
     }
-    // The log file just created must not be mistaken for a leftover.
-    let _ = fs.open(&dir.join(log_name(log_number)), OpenMode::Read);
-
     let vs = VersionSet {
         current: Arc::new(version),
         mem: Arc::new(Memtable::new(log_number)),

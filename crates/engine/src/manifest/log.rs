@@ -282,29 +282,40 @@ mod tests {
         assert_eq!(good_len as usize, full.len());
     }
 
-    #[test]
-    fn failed_append_leaves_no_stale_record() {
-        use crate::fs::{Fault, FaultOp, MemFs};
+    /// A manifest on MemFs holding one edit, and a large edit whose
+    /// append will meet the fault `op`/`errno` once.
+    fn writer_with_one_fault(
+        op: crate::fs::FaultOp,
+        errno: i32,
+    ) -> (FsRef, ManifestWriter, VersionEdit, VersionEdit) {
+        use crate::fs::{Fault, MemFs};
         let mem = MemFs::new();
         let fs: FsRef = Arc::new(mem.clone());
-        let p = std::path::Path::new("/db/MANIFEST-000001");
         fs.create_dir_all(std::path::Path::new("/db")).unwrap();
-        let e1 = VersionEdit {
+        let first = VersionEdit {
             log_number: Some(3),
             ..Default::default()
         };
-        let mut w = ManifestWriter::create(&fs, p, &e1).unwrap();
+        let w = ManifestWriter::create(&fs, std::path::Path::new(FAULT_TEST_PATH), &first).unwrap();
+        mem.inject(Fault {
+            op,
+            path_contains: Some("MANIFEST".into()),
+            skip: 0,
+            times: Some(1),
+            errno,
+        });
         let big = VersionEdit {
             deleted_blobs: (0..500).collect(),
             ..Default::default()
         };
-        mem.inject(Fault {
-            op: FaultOp::Sync,
-            path_contains: Some("MANIFEST".into()),
-            skip: 0,
-            times: Some(1),
-            errno: libc::EIO,
-        });
+        (fs, w, first, big)
+    }
+
+    const FAULT_TEST_PATH: &str = "/db/MANIFEST-000001";
+
+    #[test]
+    fn failed_sync_poisons_the_writer() {
+        let (_fs, mut w, _first, big) = writer_with_one_fault(crate::fs::FaultOp::Sync, libc::EIO);
         // The write lands, its sync fails: the writer refuses more edits.
         assert!(w.append(&big).is_err());
         assert!(w.is_poisoned());
@@ -317,27 +328,8 @@ mod tests {
 
     #[test]
     fn failed_write_is_overwritten_without_stale_bytes() {
-        use crate::fs::{Fault, FaultOp, MemFs};
-        let mem = MemFs::new();
-        let fs: FsRef = Arc::new(mem.clone());
-        let p = std::path::Path::new("/db/MANIFEST-000001");
-        fs.create_dir_all(std::path::Path::new("/db")).unwrap();
-        let e1 = VersionEdit {
-            log_number: Some(3),
-            ..Default::default()
-        };
-        let mut w = ManifestWriter::create(&fs, p, &e1).unwrap();
-        let big = VersionEdit {
-            deleted_blobs: (0..500).collect(),
-            ..Default::default()
-        };
-        mem.inject(Fault {
-            op: FaultOp::Write,
-            path_contains: Some("MANIFEST".into()),
-            skip: 0,
-            times: Some(1),
-            errno: libc::ENOSPC,
-        });
+        let (fs, mut w, e1, big) = writer_with_one_fault(crate::fs::FaultOp::Write, libc::ENOSPC);
+        let p = std::path::Path::new(FAULT_TEST_PATH);
         assert!(matches!(w.append(&big), Err(Error::NoSpace { .. })));
         let small = VersionEdit {
             next_file_number: Some(9),
