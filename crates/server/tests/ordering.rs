@@ -68,6 +68,9 @@ fn random_len(rng: &mut impl Rng, max: usize) -> usize {
     }
 }
 
+/// What a key must hold at the end (`None`: absent).
+type Final = Vec<(String, Option<Vec<u8>>)>;
+
 /// Splits a reply holding `n` `\r`-terminated items.
 fn items(reply: &[u8]) -> Vec<&[u8]> {
     let mut v: Vec<&[u8]> = reply.split(|&b| b == b'\r').collect();
@@ -83,7 +86,7 @@ fn pipelined_bursts_apply_in_order() {
     let bursts = env_or("ESCABELO_RACE_BURSTS", 300) as usize;
     let handles: Vec<_> = (0..conns)
         .map(|c| {
-            std::thread::spawn(move || -> Result<Vec<(String, Option<Vec<u8>>)>, String> {
+            std::thread::spawn(move || -> Result<Final, String> {
                 let mut rng = rand::rngs::SmallRng::seed_from_u64(c as u64 + 1);
                 let mut client = Client::connect(port);
                 let mut last = Vec::new();
