@@ -402,3 +402,57 @@ fn failed_log_preallocation_leaves_no_file() {
     fs.set_capacity(None);
     db.close().ok();
 }
+
+/// A segment frozen when its memtable filled, still unflushed at a clean
+/// close (table writes fail), was sealed when it was frozen: a flip in its
+/// last record is corruption, not a torn tail.
+#[test]
+fn frozen_segment_flip_is_corruption() {
+    use escabelo_engine::fs::{Fault, FaultOp};
+    let fs = MemFs::new();
+    let mut o = small_options(&fs, Durability::Os);
+    o.wal_sync_interval = Duration::from_secs(3600);
+    let db = Db::open(o.clone()).unwrap();
+    fs.inject(Fault {
+        op: FaultOp::Open,
+        path_contains: Some(".sst".into()),
+        skip: 0,
+        times: None,
+        errno: libc::EIO,
+    });
+    let mut model = BTreeMap::new();
+    let mut id = 0u64;
+    // Fill the 64 KiB memtable so it is frozen (and its flush fails).
+    while logs(&fs).len() < 2 {
+        let k = key((id % 12) as usize);
+        let v = make_value(&k, id, 300);
+        db.put(k.as_bytes(), &v).unwrap();
+        model.insert(k, v);
+        id += 1;
+        assert!(id < 10_000, "no rotation");
+    }
+    write_some(&db, &mut model, id, 5);
+    db.close().unwrap();
+    drop(db);
+    fs.clear_faults();
+    let frozen = logs(&fs).remove(0);
+    let data = fs.read_file(&frozen).unwrap();
+    let recs = log_layout(&data, log_number(&frozen));
+    assert_eq!(
+        recs.last().unwrap().control,
+        Some(KIND_END_COPY),
+        "{recs:?}"
+    );
+    let last = *recs.iter().rev().find(|r| r.control.is_none()).unwrap();
+    for off in [last.start, last.start + 13, last.end - 1] {
+        let crashed = fs.crash(CrashMode::ProcessKill);
+        crashed.corrupt(&frozen, off, 0x08).unwrap();
+        let mut o = small_options(&crashed, Durability::Os);
+        o.wal_sync_interval = Duration::from_secs(3600);
+        match Db::open(o.clone()) {
+            Err(e) => assert!(names(&e, &frozen), "@{off}: {e}"),
+            Ok(db) => panic!("@{off}: opened; differences {:?}", differences(&db, &model)),
+        }
+        assert!(!tools::check(&o).unwrap().is_ok());
+    }
+}

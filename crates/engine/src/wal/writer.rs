@@ -268,6 +268,18 @@ impl WalWriter {
     /// Does nothing if an fdatasync of this log has failed (nothing can be
     /// claimed durable). Records appended later overwrite the markers.
     pub fn seal(&mut self) -> Result<()> {
+        let r = self.seal_inner();
+        if let Err(e) = &r {
+            tracing::warn!(
+                file = %self.path.display(),
+                error = %e,
+                "could not end the log with its end marker; the next open reads it as after a crash"
+            );
+        }
+        r
+    }
+
+    fn seal_inner(&mut self) -> Result<()> {
         let state = &self.file.state;
         if state.failed.load(Ordering::Acquire) {
             tracing::warn!(
