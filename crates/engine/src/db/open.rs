@@ -6,6 +6,13 @@
 //! into a new segment. Tables and blob files are opened (footer, index and
 //! filter only). Files the manifest does not name are deleted: they are the
 //! outputs of a flush, compaction or collection that a crash interrupted.
+//!
+//! Log replay is strict (see [`crate::wal`]): damage in synced or cleanly
+//! closed log data fails the open with the file and offset; only the
+//! unsynced tail of a crash is dropped, logged with the records and bytes
+//! dropped and counted in [`Stats`](super::Stats). A replayed segment that
+//! a crash left without an end marker gets one where its valid records
+//! end, so the next open reads it strictly too.
 
 use super::{commit, flush, Counters, Db, Shared, VersionSet};
 use crate::blob::BlobReader;
