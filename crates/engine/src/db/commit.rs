@@ -423,7 +423,9 @@ impl Committer {
                 Request::Control(c, done) => {
                     self.commit_and_rotate(std::mem::take(&mut writes));
                     let res = match c {
-                        Control::Sync | Control::Stop => self.sync(),
+                        Control::Sync => self.sync(),
+                        // End the log with its end marker (wal/mod.rs).
+                        Control::Stop => self.sync().and_then(|()| self.wal.seal()),
                         Control::Rotate => self.rotate(),
                     };
                     done(res);
@@ -714,6 +716,8 @@ impl Committer {
             0
         };
         let path = self.shared.path(&log_name(number));
+        // End the frozen segment first (sync, end marker, sync; wal/mod.rs).
+        self.wal.seal()?;
         let wal = WalWriter::create(
             &self.shared.fs,
             &self.shared.dir,

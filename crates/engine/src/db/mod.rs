@@ -101,6 +101,12 @@ pub struct Stats {
     pub write_stalls: u64,
     /// Number of tables per level.
     pub level_files: Vec<u64>,
+    /// Log records the last open dropped as the unsynced tail of a crash
+    /// (a torn record, and any records after a hole).
+    pub wal_dropped_records: u64,
+    /// Bytes of log records the last open dropped (see
+    /// `wal_dropped_records`).
+    pub wal_dropped_bytes: u64,
 }
 
 /// Callback run when a submitted write is durable (per the durability
@@ -121,6 +127,9 @@ pub(crate) struct Counters {
     pub wal_syncs: AtomicU64,
     pub write_stalls: AtomicU64,
     pub wal_bytes: AtomicU64,
+    /// What recovery dropped at open: records and bytes.
+    pub wal_dropped_records: AtomicU64,
+    pub wal_dropped_bytes: AtomicU64,
 }
 
 /// State guarded by the version lock: what changes when files come and go.
@@ -583,6 +592,8 @@ impl Db {
             wal_syncs: c.wal_syncs.load(Ordering::Relaxed),
             write_stalls: c.write_stalls.load(Ordering::Relaxed),
             level_files: v.levels.iter().map(|l| l.len() as u64).collect(),
+            wal_dropped_records: c.wal_dropped_records.load(Ordering::Relaxed),
+            wal_dropped_bytes: c.wal_dropped_bytes.load(Ordering::Relaxed),
         }
     }
 

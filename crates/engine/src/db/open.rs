@@ -6,6 +6,13 @@
 //! into a new segment. Tables and blob files are opened (footer, index and
 //! filter only). Files the manifest does not name are deleted: they are the
 //! outputs of a flush, compaction or collection that a crash interrupted.
+//!
+//! Log replay is strict (see [`crate::wal`]): damage in synced or cleanly
+//! closed log data fails the open with the file and offset; only the
+//! unsynced tail of a crash is dropped, logged with the records and bytes
+//! dropped and counted in [`Stats`](super::Stats). A replayed segment that
+//! a crash left without an end marker gets one where its valid records
+//! end, so the next open reads it strictly too.
 
 use super::{commit, flush, Counters, Db, Shared, VersionSet};
 use crate::blob::BlobReader;
@@ -21,7 +28,7 @@ use crate::table::Table;
 use crate::version::{
     blob_name, log_name, manifest_name, parse_file_name, table_name, FileKind, Version, NUM_LEVELS,
 };
-use crate::wal::{ReadMode, WalReader, WalWriter};
+use crate::wal::{seal_recovered, ReadMode, WalReader, WalWriter};
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, RwLock};
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -152,6 +159,7 @@ pub(super) fn open(opts: Options) -> Result<Db> {
     let mut live_logs = Vec::new();
     let mut records = 0u64;
     let mut empty_logs = Vec::new();
+    let (mut dropped_records, mut dropped_bytes) = (0u64, 0u64);
     for &n in &logs {
         let path = dir.join(log_name(n));
         let mut reader = WalReader::open(&fs, &path, n, ReadMode::Strict)?;
@@ -160,9 +168,17 @@ pub(super) fn open(opts: Options) -> Result<Db> {
             mem.insert(rec.key, rec.value, 0);
             records += 1;
         }
+        dropped_records += reader.tail().dropped_records;
+        dropped_bytes += reader.tail().dropped_bytes;
         if mem.is_empty() {
             empty_logs.push(path);
         } else {
+            if !reader.sealed() {
+                // A crash left it open: end it where its valid records end,
+                // so that from now on damage in it reads as corruption and
+                // the next open does not drop its tail again.
+                seal_recovered(&fs, &path, n, reader.end_offset(), reader.content_crc())?;
+            }
             live_logs.push((n, reader.end_offset()));
             imms.push(Arc::new(mem));
         }
@@ -247,6 +263,11 @@ pub(super) fn open(opts: Options) -> Result<Db> {
         gc_lock: Mutex::new(()),
         compaction_cursors: Mutex::new(vec![Bytes::new(); NUM_LEVELS]),
     });
+    let c = &shared.counters;
+    c.wal_dropped_records
+        .store(dropped_records, std::sync::atomic::Ordering::Relaxed);
+    c.wal_dropped_bytes
+        .store(dropped_bytes, std::sync::atomic::Ordering::Relaxed);
     let (commit, commit_thread) = commit::start(shared.clone(), wal)?;
     let mut threads = vec![commit_thread];
     threads.push(flush::start(shared.clone())?);
@@ -261,6 +282,8 @@ pub(super) fn open(opts: Options) -> Result<Db> {
         blob_files = blob_count,
         logs_replayed = replayed,
         records_replayed = records,
+        log_records_dropped = dropped_records,
+        log_bytes_dropped = dropped_bytes,
         leftovers_removed = removed,
         ms = started.elapsed().as_millis() as u64,
         "database opened"

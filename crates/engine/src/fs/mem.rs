@@ -37,7 +37,22 @@ pub enum CrashMode {
         /// Seed of the random choices.
         seed: u64,
     },
+    /// Power is lost while the disk writes back dirty pages in any order:
+    /// each [`CRASH_PAGE_SIZE`] page of a file (aligned to file offsets)
+    /// holding bytes written since the file's last sync independently
+    /// keeps its new contents or its old durable ones, by a coin toss
+    /// seeded with `seed`. A lost page beyond the old durable length
+    /// that is followed by a kept one reads as zeros (a hole); the file
+    /// ends after the last byte that survived. Directory entries are as
+    /// in [`CrashMode::PowerLoss`].
+    PowerLossPages {
+        /// Seed of the random choices.
+        seed: u64,
+    },
 }
+
+/// Page size of [`CrashMode::PowerLossPages`].
+pub const CRASH_PAGE_SIZE: usize = 4096;
 
 /// The kind of operation a [`Fault`] applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -317,7 +332,7 @@ impl MemFs {
         let mut new = State::new();
         new.capacity = old.capacity;
         let mut rng = SplitMix(match mode {
-            CrashMode::PowerLossTorn { seed } => seed,
+            CrashMode::PowerLossTorn { seed } | CrashMode::PowerLossPages { seed } => seed,
             _ => 0,
         });
         let mut renumber: BTreeMap<u64, u64> = BTreeMap::new();
@@ -338,6 +353,7 @@ impl MemFs {
                             CrashMode::ProcessKill => inode.content.clone(),
                             CrashMode::PowerLoss => inode.durable.clone(),
                             CrashMode::PowerLossTorn { .. } => torn(inode, &mut rng),
+                            CrashMode::PowerLossPages { .. } => lost_pages(inode, &mut rng),
                         };
                         let n = new.next_ino;
                         new.next_ino += 1;
@@ -458,6 +474,40 @@ fn torn(inode: &Inode, rng: &mut SplitMix) -> Vec<u8> {
     if inode.durable.len() > keep {
         out.extend_from_slice(&inode.durable[keep..]);
     }
+    out
+}
+
+/// A file after out-of-order writeback: every page changed since the last
+/// sync keeps its new or its old bytes at random (see
+/// [`CrashMode::PowerLossPages`]).
+fn lost_pages(inode: &Inode, rng: &mut SplitMix) -> Vec<u8> {
+    let Some(d) = inode.dirty_from else {
+        return inode.durable.clone();
+    };
+    let d = d.min(inode.content.len()).min(inode.durable.len());
+    let max_len = inode.content.len().max(inode.durable.len());
+    let mut out: Vec<u8> = inode.content[..d].to_vec();
+    // End of the bytes that survived; bytes before it that did not are a
+    // hole of zeros.
+    let mut end = d;
+    let mut page_start = d - d % CRASH_PAGE_SIZE;
+    while page_start < max_len {
+        let from = page_start.max(d);
+        let to = (page_start + CRASH_PAGE_SIZE).min(max_len);
+        let source = if rng.next() & 1 == 1 {
+            &inode.content
+        } else {
+            &inode.durable
+        };
+        let have = source.len().clamp(from, to);
+        if have > from {
+            out.resize(from, 0);
+            out.extend_from_slice(&source[from..have]);
+            end = have;
+        }
+        page_start += CRASH_PAGE_SIZE;
+    }
+    out.truncate(end);
     out
 }
 
@@ -856,6 +906,63 @@ mod tests {
             let k = got.iter().take_while(|&&b| b == 2).count();
             assert!(got[k..].iter().all(|&b| b == 1));
         }
+    }
+
+    #[test]
+    fn pages_mode_drops_arbitrary_unsynced_pages() {
+        let fs = setup();
+        let f = write(&fs, "/db/a", &[7u8; 5000]);
+        f.sync_data().unwrap();
+        fs.sync_dir(&p("/db")).unwrap();
+        // Overwrite part of the durable bytes and append six more pages.
+        let new: Vec<u8> = (0..6 * CRASH_PAGE_SIZE)
+            .map(|i| (i / CRASH_PAGE_SIZE) as u8 + 1)
+            .collect();
+        f.write_all_at(&new, 4000).unwrap();
+        let full = fs.read_file(&p("/db/a")).unwrap();
+        let mut holes = 0;
+        let mut lens = BTreeSet::new();
+        for seed in 0..64 {
+            let c = fs.crash(CrashMode::PowerLossPages { seed });
+            let got = c.read_file(&p("/db/a")).unwrap();
+            assert_eq!(
+                got,
+                fs.crash(CrashMode::PowerLossPages { seed })
+                    .read_file(&p("/db/a"))
+                    .unwrap(),
+                "deterministic per seed"
+            );
+            assert!(got.len() >= 5000 && got.len() <= full.len());
+            assert!(got[..4000].iter().all(|&b| b == 7));
+            lens.insert(got.len());
+            // Page by page: all new, all old (7 within the old length),
+            // or zeros (a hole beyond it).
+            let mut kept = Vec::new();
+            for start in (0..got.len()).step_by(CRASH_PAGE_SIZE) {
+                let end = (start + CRASH_PAGE_SIZE).min(got.len());
+                let from = start.max(4000);
+                if from >= end {
+                    continue;
+                }
+                let page = &got[from..end];
+                if page == &full[from..end] {
+                    kept.push(true);
+                } else {
+                    let old: Vec<u8> = (from..end).map(|i| if i < 5000 { 7 } else { 0 }).collect();
+                    assert_eq!(page, &old[..], "seed {seed}: page at {start} mixed");
+                    kept.push(false);
+                }
+            }
+            if kept.windows(2).any(|w| !w[0] && w[1]) {
+                holes += 1;
+            }
+        }
+        assert!(holes > 5, "lost pages before kept ones: {holes}");
+        assert!(lens.len() > 3, "lengths vary: {lens:?}");
+        // Synced data is never touched.
+        f.sync_data().unwrap();
+        let c = fs.crash(CrashMode::PowerLossPages { seed: 1 });
+        assert_eq!(c.read_file(&p("/db/a")).unwrap(), full);
     }
 
     #[test]

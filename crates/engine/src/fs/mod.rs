@@ -20,7 +20,7 @@ use std::sync::Arc;
 mod mem;
 mod real;
 
-pub use mem::{CrashMode, Fault, FaultOp, MemFs};
+pub use mem::{CrashMode, Fault, FaultOp, MemFs, CRASH_PAGE_SIZE};
 pub use real::RealFs;
 
 /// How to open a file.

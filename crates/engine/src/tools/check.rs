@@ -494,16 +494,30 @@ fn check_log(
             }
         }
     }
-    let tail = reader.dropped_tail_bytes();
-    if tail > 0 {
+    let tail = reader.tail().clone();
+    if tail.dropped_records > 0 || tail.dropped_bytes > 0 {
         r.notes.push(format!(
-            "{name}: {tail} bytes after the last record at offset {} (torn tail, preallocation or recycled file)",
-            reader.end_offset()
+            "{name}: the unsynced tail of a crash would be dropped at offset {}: {} records, \
+             {} bytes ({}; normal after a crash)",
+            tail.bad_offset.unwrap_or(reader.end_offset()),
+            tail.dropped_records,
+            tail.dropped_bytes,
+            tail.reason.as_deref().unwrap_or("bad record")
+        ));
+    }
+    if tail.end_copy_damaged {
+        r.notes.push(format!(
+            "{name}: the copy of the end marker at offset {} is missing or damaged \
+             (harmless: the end marker before it is intact)",
+            reader.end_offset() + (crate::wal::END_MARKERS_LEN / 2) as u64
         ));
     }
     r.entries += count;
-    r.files
-        .push(format!("{name}: log, {count} records: {}", verdict(ok)));
+    let ended = if tail.sealed { ", closed cleanly" } else { "" };
+    r.files.push(format!(
+        "{name}: log, {count} records{ended}: {}",
+        verdict(ok)
+    ));
 }
 
 fn more_pointers(name: &str, bad: u64, r: &mut CheckReport) {

@@ -25,9 +25,25 @@ fn sample(i: usize) -> (Vec<u8>, Value) {
     (key, value)
 }
 
-/// Writes `n` sample records, in groups of 7 per append; returns the offset
-/// of each record.
+/// Writes `n` sample records, in groups of 7 per append, and syncs (an
+/// unsealed log, as a crash leaves it); returns the offset of each record.
 fn write_samples(fs: &FsRef, dir: &Path, path: &Path, log: u64, n: usize) -> Vec<u64> {
+    write_samples_then(fs, dir, path, log, n, false)
+}
+
+/// Like [`write_samples`], then seals the log (as a clean close does).
+fn write_sealed_samples(fs: &FsRef, dir: &Path, path: &Path, log: u64, n: usize) -> Vec<u64> {
+    write_samples_then(fs, dir, path, log, n, true)
+}
+
+fn write_samples_then(
+    fs: &FsRef,
+    dir: &Path,
+    path: &Path,
+    log: u64,
+    n: usize,
+    seal: bool,
+) -> Vec<u64> {
     let mut w = WalWriter::create(fs, dir, path, log, 0, None).unwrap();
     let mut offsets = Vec::new();
     let mut batch = Vec::new();
@@ -42,6 +58,9 @@ fn write_samples(fs: &FsRef, dir: &Path, path: &Path, log: u64, n: usize) -> Vec
     }
     w.append(&batch).unwrap();
     w.sync().unwrap();
+    if seal {
+        w.seal().unwrap();
+    }
     offsets
 }
 
@@ -138,12 +157,15 @@ fn torn_tail_at_every_truncation_point() {
     assert_eq!(r.dropped_tail_bytes(), 40);
 }
 
+/// In a sealed (cleanly closed) log, damage in the middle is corruption;
+/// Salvage skips it. Unsealed and never covered by a sync point, the same
+/// damage is the unsynced tail of a crash: dropped from there on.
 #[test]
 fn flipped_byte_in_middle_record() {
     let (tmp, fs) = real();
     let path = tmp.path().join("000009.log");
     let n = 30;
-    let offsets = write_samples(&fs, tmp.path(), &path, 9, n);
+    let offsets = write_sealed_samples(&fs, tmp.path(), &path, 9, n);
     let full = std::fs::read(&path).unwrap();
     let bad = 12;
     let start = offsets[bad] as usize;
@@ -164,15 +186,30 @@ fn flipped_byte_in_middle_record() {
         let (recs, r) = read_all(&fs, &p, 9, ReadMode::Salvage).unwrap();
         check_samples(&recs, (0..n).filter(|&i| i != bad));
         assert_eq!(r.skipped_bytes(), (end - start) as u64);
-        assert_eq!(r.end_offset(), full.len() as u64);
+        assert_eq!(r.end_offset(), (full.len() - END_MARKERS_LEN) as u64);
+        assert!(r.sealed());
     }
+    // The same damage in a log that was never sealed nor synced before
+    // later records: a hole in the unsynced tail.
+    let unsealed = tmp.path().join("000010.log");
+    let offsets = write_samples(&fs, tmp.path(), &unsealed, 10, n);
+    let mut data = std::fs::read(&unsealed).unwrap();
+    data[offsets[bad] as usize + 14] ^= 0x10;
+    std::fs::write(&unsealed, &data).unwrap();
+    let (recs, r) = read_all(&fs, &unsealed, 10, ReadMode::Strict).unwrap();
+    check_samples(&recs, 0..bad);
+    assert_eq!(r.end_offset(), offsets[bad]);
+    assert_eq!(r.tail().bad_offset, Some(offsets[bad]));
+    assert_eq!(r.tail().dropped_records, (n - bad) as u64);
+    assert_eq!(r.tail().dropped_bytes, data.len() as u64 - offsets[bad]);
+    assert!(!r.sealed());
 }
 
 #[test]
 fn strict_returns_records_before_damage_then_error() {
     let (tmp, fs) = real();
     let path = tmp.path().join("000002.log");
-    let offsets = write_samples(&fs, tmp.path(), &path, 2, 10);
+    let offsets = write_sealed_samples(&fs, tmp.path(), &path, 2, 10);
     let mut data = std::fs::read(&path).unwrap();
     data[offsets[4] as usize + 5] ^= 1; // inside the length field
     std::fs::write(&path, &data).unwrap();
@@ -275,6 +312,10 @@ fn checksummed_but_malformed_payload_is_bad() {
     encode_record(&mut good, 1, b"b", &Value::Tombstone);
     let mut all = rec.clone();
     all.extend_from_slice(&good);
+    // Sealed, so that damage before the end is corruption.
+    let crc = crc32c::crc32c(&all);
+    let covered = all.len() as u64;
+    encode_end_markers(&mut all, 1, covered, crc);
     f.write_all_at(&all, 0).unwrap();
     assert!(read_all(&fs, &path, 1, ReadMode::Strict)
         .unwrap_err()
@@ -511,4 +552,138 @@ mod partial_write {
             assert_eq!(r.end_offset(), w.len());
         }
     }
+}
+
+/// A sync point follows every completed fdatasync: damage before the
+/// bytes it covers is corruption, damage after them a dropped tail.
+#[test]
+fn sync_point_marks_synced_data() {
+    let (tmp, fs) = real();
+    let path = tmp.path().join("000011.log");
+    let mut w = WalWriter::create(&fs, tmp.path(), &path, 11, 0, None).unwrap();
+    let mut b = Vec::new();
+    for i in 0..10 {
+        let (k, v) = sample(i);
+        encode_record(&mut b, 11, &k, &v);
+    }
+    w.append(&b).unwrap();
+    let synced = w.len();
+    // A sync through the shared handle, as the sync thread does.
+    w.file().sync_data().unwrap();
+    let mut b2 = Vec::new();
+    for i in 10..20 {
+        let (k, v) = sample(i);
+        encode_record(&mut b2, 11, &k, &v);
+    }
+    w.append(&b2).unwrap();
+    let full = std::fs::read(&path).unwrap();
+    assert_eq!(
+        full.len() as u64,
+        synced + (HEADER_LEN + SYNC_POINT_PAYLOAD_LEN) as u64 + b2.len() as u64
+    );
+    let (recs, r) = read_all(&fs, &path, 11, ReadMode::Strict).unwrap();
+    check_samples(&recs, 0..20);
+    assert_eq!(r.end_offset(), full.len() as u64);
+    let p = tmp.path().join("damaged.log");
+    // Before the synced length: corruption.
+    let mut d = full.clone();
+    d[synced as usize - 1] ^= 1;
+    std::fs::write(&p, &d).unwrap();
+    let e = read_all(&fs, &p, 11, ReadMode::Strict).unwrap_err();
+    assert!(e.is_corruption(), "{e}");
+    assert!(e.to_string().contains("synced"), "{e}");
+    // In the sync point itself or after it: the unsynced tail.
+    for at in [synced as usize + 2, synced as usize + 30] {
+        let mut d = full.clone();
+        d[at] ^= 1;
+        std::fs::write(&p, &d).unwrap();
+        let (recs, r) = read_all(&fs, &p, 11, ReadMode::Strict).unwrap();
+        assert!(recs.len() >= 10 && recs.len() < 20);
+        check_samples(&recs, 0..recs.len());
+        assert!(r.tail().dropped_records > 0);
+    }
+}
+
+/// A sealed log reads to its end marker; records appended after a seal
+/// overwrite the markers; a damaged copy of the end marker is only noted.
+#[test]
+fn seal_and_append_after_seal() {
+    let (tmp, fs) = real();
+    let path = tmp.path().join("000012.log");
+    let mut w = WalWriter::create(&fs, tmp.path(), &path, 12, 0, None).unwrap();
+    let batch = |r: std::ops::Range<usize>| {
+        let mut b = Vec::new();
+        for i in r {
+            let (k, v) = sample(i);
+            encode_record(&mut b, 12, &k, &v);
+        }
+        b
+    };
+    w.append(&batch(0..5)).unwrap();
+    w.seal().unwrap();
+    let (recs, r) = read_all(&fs, &path, 12, ReadMode::Strict).unwrap();
+    check_samples(&recs, 0..5);
+    assert!(r.sealed() && !r.tail().end_copy_damaged);
+    assert_eq!(r.end_offset(), w.len());
+    // A short append after the seal: the rest of the markers is zeroed.
+    let (k, _) = sample(5);
+    let mut tiny = Vec::new();
+    encode_record(&mut tiny, 12, &k, &Value::Tombstone);
+    w.append(&tiny).unwrap();
+    let (recs, r) = read_all(&fs, &path, 12, ReadMode::Strict).unwrap();
+    assert_eq!(recs.len(), 6);
+    assert!(!r.sealed());
+    assert_eq!(r.tail().dropped_records, 0);
+    w.append(&batch(6..9)).unwrap();
+    w.seal().unwrap();
+    let (recs, r) = read_all(&fs, &path, 12, ReadMode::Strict).unwrap();
+    assert_eq!(recs.len(), 9);
+    assert!(r.sealed());
+    // Damage in the copy: still sealed, noted.
+    let mut d = std::fs::read(&path).unwrap();
+    let last = d.len() - 1;
+    d[last] ^= 1;
+    std::fs::write(&path, &d).unwrap();
+    let (recs, r) = read_all(&fs, &path, 12, ReadMode::Strict).unwrap();
+    assert_eq!(recs.len(), 9);
+    assert!(r.sealed() && r.tail().end_copy_damaged);
+    // Damage in the end marker: corruption (its copy follows).
+    d[last] ^= 1;
+    d[last - (END_MARKERS_LEN / 2) - 3] ^= 1;
+    std::fs::write(&path, &d).unwrap();
+    assert!(read_all(&fs, &path, 12, ReadMode::Strict)
+        .unwrap_err()
+        .is_corruption());
+}
+
+/// Regression: "A failed log preallocation leaves its file behind on every
+/// retry (full disk, `sync` mode)". create() removes the file it made when
+/// preallocation fails.
+#[test]
+fn failed_preallocation_removes_the_file() {
+    use crate::fs::MemFs;
+    let mem = MemFs::new();
+    let fs: FsRef = Arc::new(mem.clone());
+    let dir = PathBuf::from("/db");
+    fs.create_dir_all(&dir).unwrap();
+    mem.set_capacity(Some(3 << 20));
+    for n in 1..5u64 {
+        let path = dir.join(format!("{n:06}.log"));
+        let e = WalWriter::create(&fs, &dir, &path, n, 4 << 20, None).unwrap_err();
+        assert!(matches!(e, Error::NoSpace { .. }), "{e}");
+        assert!(!fs.exists(&path), "attempt {n} left {}", path.display());
+        assert_eq!(mem.total_bytes(), 0);
+    }
+    // A failed directory sync, too.
+    mem.set_capacity(None);
+    mem.inject(crate::fs::Fault {
+        op: crate::fs::FaultOp::SyncDir,
+        path_contains: None,
+        skip: 0,
+        times: Some(1),
+        errno: libc::EIO,
+    });
+    let path = dir.join("000009.log");
+    assert!(WalWriter::create(&fs, &dir, &path, 9, 1 << 16, None).is_err());
+    assert!(!fs.exists(&path));
 }

@@ -1,28 +1,109 @@
 //! Appending records to a log segment.
 
+use super::{encode_end_markers, encode_sync_point, END_MARKERS_LEN};
 use crate::error::{IoContext, Result};
 use crate::fs::{File, FsRef, OpenMode};
+use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Zeros written per call when preallocating.
 const PREALLOCATE_CHUNK: usize = 1 << 20;
+/// Largest buffer kept between appends for putting a sync point in front
+/// of a batch (the commit code's batches are at most 4 MiB).
+const SCRATCH_KEEP_MAX: usize = 8 << 20;
+
+/// What the writer and whoever syncs the file share.
+#[derive(Debug, Default)]
+struct SyncState {
+    /// Bytes of records written (the writer's `len`), published after each
+    /// successful write.
+    appended: AtomicU64,
+    /// Bytes known durable: `appended` as it was when an fdatasync that
+    /// returned Ok was called.
+    synced: AtomicU64,
+    /// An fdatasync of this file failed: what reached the disk is unknown,
+    /// so every later sync fails too and no sync point or end marker is
+    /// written.
+    failed: AtomicBool,
+}
+
+/// The segment file as handed out by [`WalWriter::file`]: syncing it
+/// records how much of the log is durable, for the next sync point.
+#[derive(Debug)]
+struct TrackedFile {
+    inner: Arc<dyn File>,
+    state: Arc<SyncState>,
+}
+
+impl TrackedFile {
+    fn tracked_sync(&self, sync: impl FnOnce(&dyn File) -> io::Result<()>) -> io::Result<()> {
+        if self.state.failed.load(Ordering::Acquire) {
+            return Err(io::Error::other(
+                "an earlier fdatasync of this log failed; what reached the disk is unknown",
+            ));
+        }
+        let upto = self.state.appended.load(Ordering::Acquire);
+        match sync(&*self.inner) {
+            Ok(()) => {
+                self.state.synced.fetch_max(upto, Ordering::AcqRel);
+                Ok(())
+            }
+            Err(e) => {
+                self.state.failed.store(true, Ordering::Release);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl File for TrackedFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.inner.write_all_at(buf, offset)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.tracked_sync(|f| f.sync_data())
+    }
+    fn sync_all(&self) -> io::Result<()> {
+        self.tracked_sync(|f| f.sync_all())
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
+}
 
 /// Appends records to one log segment file.
 ///
 /// Not internally synchronized: one owner appends; other threads may sync
-/// through [`WalWriter::file`].
+/// through [`WalWriter::file`]. Every fdatasync that returns Ok, through
+/// [`WalWriter::sync`] or that handle, is recorded in the log by a sync
+/// point at the front of the next append (layout in the
+/// [module doc](super)).
 #[derive(Debug)]
 pub struct WalWriter {
-    file: Arc<dyn File>,
+    file: Arc<TrackedFile>,
     path: PathBuf,
     log_number: u64,
     /// Logical end: bytes of records successfully written.
     len: u64,
-    /// End of the bytes a failed write may have left past `len`. The next
-    /// append pads with zeros up to here, so no complete record from a
-    /// failed write can survive after later records.
+    /// End of the bytes a failed write (or the end markers of a seal) may
+    /// have left past `len`. The next append pads with zeros up to here, so
+    /// no complete record from a failed write can survive after later
+    /// records.
     garbage_end: u64,
+    /// `covered` of the last sync point written.
+    checkpointed: u64,
+    /// CRC32C of bytes `0..len`.
+    crc: u32,
+    /// Room to put a sync point in front of a batch.
+    scratch: Vec<u8>,
 }
 
 impl WalWriter {
@@ -33,6 +114,9 @@ impl WalWriter {
     /// `preallocate > 0`, the new file is zero-filled to that many bytes and
     /// fdatasynced, so later fdatasyncs over that region need no metadata
     /// update. Syncs the directory `dir` after creating/renaming.
+    ///
+    /// If anything fails once the file exists at `path`, the file is
+    /// removed again (a full disk must not leave a file per retry).
     pub fn create(
         fs: &FsRef,
         dir: &Path,
@@ -41,45 +125,68 @@ impl WalWriter {
         preallocate: u64,
         recycle: Option<&Path>,
     ) -> Result<WalWriter> {
-        let file = match recycle {
-            Some(old) => {
-                fs.rename(old, path)
-                    .ctx(|| format!("recycling log {} as {}", old.display(), path.display()))?;
-                fs.open(path, OpenMode::ReadWrite)
-                    .ctx(|| format!("opening recycled log {}", path.display()))?
-            }
-            None => {
-                let file = fs
+        if let Some(old) = recycle {
+            fs.rename(old, path)
+                .ctx(|| format!("recycling log {} as {}", old.display(), path.display()))?;
+        }
+        let made = (|| {
+            let file = match recycle {
+                Some(_) => fs
+                    .open(path, OpenMode::ReadWrite)
+                    .ctx(|| format!("opening recycled log {}", path.display()))?,
+                None => fs
                     .open(path, OpenMode::CreateTruncate)
-                    .ctx(|| format!("creating log {}", path.display()))?;
-                if preallocate > 0 {
-                    let zeros = vec![0u8; PREALLOCATE_CHUNK];
-                    let mut off = 0u64;
-                    while off < preallocate {
-                        let n = (preallocate - off).min(PREALLOCATE_CHUNK as u64) as usize;
-                        file.write_all_at(&zeros[..n], off)
-                            .ctx(|| format!("preallocating log {}", path.display()))?;
-                        off += n as u64;
-                    }
-                    file.sync_data()
-                        .ctx(|| format!("syncing preallocated log {}", path.display()))?;
+                    .ctx(|| format!("creating log {}", path.display()))?,
+            };
+            if recycle.is_none() && preallocate > 0 {
+                let zeros = vec![0u8; PREALLOCATE_CHUNK];
+                let mut off = 0u64;
+                while off < preallocate {
+                    let n = (preallocate - off).min(PREALLOCATE_CHUNK as u64) as usize;
+                    file.write_all_at(&zeros[..n], off)
+                        .ctx(|| format!("preallocating log {}", path.display()))?;
+                    off += n as u64;
                 }
-                file
+                file.sync_data()
+                    .ctx(|| format!("syncing preallocated log {}", path.display()))?;
+            }
+            fs.sync_dir(dir)
+                .ctx(|| format!("syncing directory {}", dir.display()))?;
+            Ok(file)
+        })();
+        let file = match made {
+            Ok(f) => f,
+            Err(e) => {
+                if let Err(re) = fs.remove_file(path) {
+                    if re.kind() != io::ErrorKind::NotFound {
+                        tracing::warn!(
+                            file = %path.display(),
+                            error = %re,
+                            "could not remove a log file whose creation failed"
+                        );
+                    }
+                }
+                return Err(e);
             }
         };
-        fs.sync_dir(dir)
-            .ctx(|| format!("syncing directory {}", dir.display()))?;
         Ok(WalWriter {
-            file,
+            file: Arc::new(TrackedFile {
+                inner: file,
+                state: Arc::new(SyncState::default()),
+            }),
             path: path.to_path_buf(),
             log_number,
             len: 0,
             garbage_end: 0,
+            checkpointed: 0,
+            crc: 0,
+            scratch: Vec::new(),
         })
     }
 
     /// Writes `data` (one or more encoded records) with one positioned write
-    /// at the current end.
+    /// at the current end, preceded by a sync point if an fdatasync
+    /// returned since the last one.
     ///
     /// On error the logical end does not advance: the next append overwrites
     /// the failed bytes, so a failed write (e.g. ENOSPC) never leaves a hole
@@ -88,37 +195,61 @@ impl WalWriter {
         if data.is_empty() {
             return Ok(());
         }
-        let end = self.len + data.len() as u64;
+        let state = &self.file.state;
+        let synced = state.synced.load(Ordering::Acquire);
+        let sync_point = !state.failed.load(Ordering::Acquire)
+            && synced > self.checkpointed
+            && synced <= self.len;
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        if sync_point {
+            encode_sync_point(&mut buf, self.log_number, synced);
+            buf.extend_from_slice(data);
+        }
+        let bytes: &[u8] = if sync_point { &buf } else { data };
+        let result = self.write_at_end(bytes);
+        if result.is_ok() {
+            self.crc = crc32c::crc32c_append(self.crc, bytes);
+            self.len += bytes.len() as u64;
+            if sync_point {
+                self.checkpointed = synced;
+            }
+            self.file.state.appended.store(self.len, Ordering::Release);
+        }
+        // Keep the buffer's room for next time, but not a huge one.
+        if buf.capacity() <= SCRATCH_KEEP_MAX {
+            self.scratch = buf;
+        }
+        result.ctx(|| {
+            format!(
+                "appending {} bytes to log {} at offset {}",
+                data.len(),
+                self.path.display(),
+                self.len
+            )
+        })
+    }
+
+    /// Writes `bytes` at `len` (zero-padded over what a failed write or a
+    /// seal left after it), without moving `len`.
+    fn write_at_end(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let end = self.len + bytes.len() as u64;
         let result = if end < self.garbage_end {
             // Cover what a failed write left behind with zeros (read back as
             // the end of the log), in the same single write.
             let mut padded = Vec::with_capacity((self.garbage_end - self.len) as usize);
-            padded.extend_from_slice(data);
+            padded.extend_from_slice(bytes);
             padded.resize((self.garbage_end - self.len) as usize, 0);
             self.file.write_all_at(&padded, self.len)
         } else {
-            self.file.write_all_at(data, self.len)
+            self.file.write_all_at(bytes, self.len)
         };
-        match result {
-            Ok(()) => {
-                self.len = end;
-                if end >= self.garbage_end {
-                    self.garbage_end = 0;
-                }
-                Ok(())
-            }
-            Err(e) => {
-                self.garbage_end = self.garbage_end.max(end);
-                Err(e).ctx(|| {
-                    format!(
-                        "appending {} bytes to log {} at offset {}",
-                        data.len(),
-                        self.path.display(),
-                        self.len
-                    )
-                })
-            }
+        match &result {
+            Ok(()) if end >= self.garbage_end => self.garbage_end = 0,
+            Ok(()) => {}
+            Err(_) => self.garbage_end = self.garbage_end.max(end),
         }
+        result
     }
 
     /// Makes everything appended so far durable (fdatasync).
@@ -128,9 +259,57 @@ impl WalWriter {
             .ctx(|| format!("syncing log {}", self.path.display()))
     }
 
-    /// The open file, so another thread can fdatasync without the writer.
+    /// Ends the segment (clean close, or before switching to a new
+    /// segment): fdatasyncs the records unless a sync already covers them,
+    /// writes the end marker and its copy after them, and fdatasyncs again.
+    /// From then on damage anywhere in the segment reads as corruption,
+    /// never as a torn tail.
+    ///
+    /// Does nothing if an fdatasync of this log has failed (nothing can be
+    /// claimed durable). Records appended later overwrite the markers.
+    pub fn seal(&mut self) -> Result<()> {
+        let r = self.seal_inner();
+        if let Err(e) = &r {
+            tracing::warn!(
+                file = %self.path.display(),
+                error = %e,
+                "could not end the log with its end marker; the next open reads it as after a crash"
+            );
+        }
+        r
+    }
+
+    fn seal_inner(&mut self) -> Result<()> {
+        let state = &self.file.state;
+        if state.failed.load(Ordering::Acquire) {
+            tracing::warn!(
+                file = %self.path.display(),
+                "not sealing the log: an earlier fdatasync of it failed"
+            );
+            return Ok(());
+        }
+        if state.synced.load(Ordering::Acquire) < self.len {
+            self.sync()?;
+        }
+        let mut markers = Vec::with_capacity(END_MARKERS_LEN);
+        encode_end_markers(&mut markers, self.log_number, self.len, self.crc);
+        let end = self.len + markers.len() as u64;
+        self.write_at_end(&markers).ctx(|| {
+            format!(
+                "writing the end marker of log {} at offset {}",
+                self.path.display(),
+                self.len
+            )
+        })?;
+        // The markers are not records: the next append overwrites them.
+        self.garbage_end = self.garbage_end.max(end);
+        self.sync()
+    }
+
+    /// The open file, so another thread can fdatasync without the writer
+    /// (each successful fdatasync is recorded by the next sync point).
     pub fn file(&self) -> Arc<dyn File> {
-        Arc::clone(&self.file)
+        self.file.clone()
     }
 
     /// Logical bytes of records written.
@@ -152,4 +331,35 @@ impl WalWriter {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Ends a segment that recovery replayed and that a crash left without an
+/// end marker: fdatasyncs what is there (after a process kill the records
+/// read may still be only in the page cache), writes the end marker and
+/// its copy at `len` (the end of the valid records, whose CRC32C is
+/// `content_crc`) over whatever the crash left there, and fdatasyncs again.
+/// The next open then reads the segment strictly, without dropping the
+/// tail again.
+pub fn seal_recovered(
+    fs: &FsRef,
+    path: &Path,
+    log_number: u64,
+    len: u64,
+    content_crc: u32,
+) -> Result<()> {
+    let file = fs
+        .open(path, OpenMode::ReadWrite)
+        .ctx(|| format!("opening log {} to seal it", path.display()))?;
+    file.sync_data()
+        .ctx(|| format!("syncing log {}", path.display()))?;
+    let mut markers = Vec::with_capacity(END_MARKERS_LEN);
+    encode_end_markers(&mut markers, log_number, len, content_crc);
+    file.write_all_at(&markers, len).ctx(|| {
+        format!(
+            "writing the end marker of log {} at offset {len}",
+            path.display()
+        )
+    })?;
+    file.sync_data()
+        .ctx(|| format!("syncing log {}", path.display()))
 }
