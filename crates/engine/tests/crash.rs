@@ -19,6 +19,7 @@
 
 mod common;
 
+use bytes::Bytes;
 use common::*;
 use escabelo_engine::fs::{CrashMode, MemFs};
 use escabelo_engine::{Db, Durability};
@@ -444,4 +445,69 @@ fn crash_os_power_loss_pages_model() {
         fs = next;
     }
     println!("{total_dropped} log records dropped over all rounds");
+}
+
+/// The writes of one transaction survive a power loss together or not at
+/// all, whatever part of the unsynced log the crash keeps.
+#[test]
+fn txn_writes_survive_a_crash_all_or_none() {
+    use escabelo_engine::{Txn, TxnAction, TxnOp};
+    let seed = seed_from_env();
+    let mut rng = SmallRng::seed_from_u64(seed);
+    for round in 0..rounds_from_env(6) {
+        let fs = MemFs::new();
+        let mut o = small_options(&fs, Durability::Os);
+        // Nothing is synced but what the test syncs.
+        o.wal_sync_interval = std::time::Duration::from_secs(3600);
+        o.memtable_size = 4 << 20;
+        let db = Db::open(o.clone()).unwrap();
+        let n = 60;
+        for i in 0..n {
+            let ops = (0..3)
+                .map(|j| {
+                    let k = format!("t{i:03}:{j}");
+                    let v = make_value(&k, i as u64, rng.gen_range(10..3000));
+                    TxnOp::new(Bytes::from(k), TxnAction::Put(Bytes::from(v)))
+                })
+                .collect();
+            db.txn(Txn {
+                ops,
+                all_or_nothing: false,
+            })
+            .unwrap();
+            if i == n / 3 {
+                db.sync().unwrap();
+            }
+        }
+        let mode = match round % 2 {
+            0 => CrashMode::PowerLossTorn { seed: rng.gen() },
+            _ => CrashMode::PowerLossPages { seed: rng.gen() },
+        };
+        let after = fs.crash(mode);
+        drop(db);
+        let mut o2 = o.clone();
+        o2.fs = std::sync::Arc::new(after);
+        let db = Db::open(o2).unwrap();
+        for i in 0..n {
+            let present: Vec<bool> = (0..3)
+                .map(|j| {
+                    let k = format!("t{i:03}:{j}");
+                    match db.get(k.as_bytes()).unwrap() {
+                        Some(v) => {
+                            assert_eq!(v, make_value(&k, i as u64, v.len()), "seed {seed}");
+                            true
+                        }
+                        None => false,
+                    }
+                })
+                .collect();
+            assert!(
+                present.iter().all(|&p| p) || present.iter().all(|&p| !p),
+                "seed {seed} round {round} ({mode:?}): txn {i} half applied: {present:?}"
+            );
+            if i <= n / 3 {
+                assert!(present[0], "seed {seed}: txn {i} lost although synced");
+            }
+        }
+    }
 }

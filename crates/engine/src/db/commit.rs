@@ -36,7 +36,7 @@ use crate::options::Durability;
 use crate::types::{BlobRef, Value};
 use crate::version::log_name;
 use crate::version::SuperVersion;
-use crate::wal::{encode_record, WalWriter};
+use crate::wal::{encode_group, encode_record, WalWriter};
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
 use std::collections::{HashMap, VecDeque};
@@ -582,12 +582,20 @@ impl Committer {
                     }
                 }
                 Decided::One { value: None, .. } => {}
+                Decided::Txn { writes, .. } if writes.is_empty() => {}
                 Decided::Txn { writes, .. } => {
+                    // One record group: all of it survives a crash or none.
+                    if !encode_group(&mut self.buf, log_number, writes) {
+                        d.fail(&Error::InvalidArgument(format!(
+                            "transaction too large for one log record (max {} bytes)",
+                            crate::limits::BLOCK_LEN_MAX
+                        )));
+                        continue;
+                    }
                     for (key, v) in writes {
                         if let Value::Inline(b) = v {
                             user_bytes += (key.len() + b.len()) as u64;
                         }
-                        encode_record(&mut self.buf, log_number, key, v);
                         overlay.insert(key.clone(), v.clone());
                     }
                 }

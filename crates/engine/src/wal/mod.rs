@@ -40,6 +40,21 @@
 //! `Inline`, a delete as `Tombstone`, and a blob garbage-collection pointer
 //! update as `Blob`.
 //!
+//! A **record group** (the writes of one transaction, see
+//! [`crate::db::Txn`]) is one data record whose payload starts with
+//! [`GROUP_MARKER`] (a key length of 0, which no single record has):
+//!
+//! ```text
+//! 1        marker    0x00
+//! varint   count     number of entries, 2 ..= TXN_OPS_MAX
+//! ...      entries   count times: varint key_len (1 ..= KEY_LEN_MAX), key,
+//!                    value (as above)
+//! ```
+//!
+//! One checksum covers the whole group, so after a crash either all of its
+//! writes are replayed or none; they are replayed in order, at the group's
+//! offset.
+//!
 //! The payload of a control record (bit 31 set), never returned as data:
 //!
 //! ```text
@@ -115,6 +130,7 @@ pub use writer::{seal_recovered, WalWriter};
 
 use crate::coding::put_varint64;
 use crate::types::Value;
+use bytes::Bytes;
 
 /// Size of the fixed record header: crc32c, payload_len, log_number.
 pub const HEADER_LEN: usize = 12;
@@ -165,6 +181,52 @@ pub fn encode_end_markers(out: &mut Vec<u8>, log_number: u64, covered: u64, cont
     }
 }
 
+/// First payload byte of a record group.
+pub const GROUP_MARKER: u8 = 0;
+
+/// Appends one record holding every entry of `entries` (a record group;
+/// a single entry is written as a plain record). Returns false, leaving
+/// `out` as it was, if the group does not fit `BLOCK_LEN_MAX`.
+pub fn encode_group(out: &mut Vec<u8>, log_number: u64, entries: &[(Bytes, Value)]) -> bool {
+    if let [(key, value)] = entries {
+        encode_record(out, log_number, key, value);
+        return true;
+    }
+    let payload: usize = entries
+        .iter()
+        .map(|(k, v)| 10 + k.len() + v.encoded_len())
+        .sum::<usize>()
+        + 11;
+    if entries.is_empty() || payload > crate::limits::BLOCK_LEN_MAX {
+        return false;
+    }
+    let start = out.len();
+    out.extend_from_slice(&[0u8; HEADER_LEN]);
+    out.push(GROUP_MARKER);
+    put_varint64(out, entries.len() as u64);
+    for (key, value) in entries {
+        put_varint64(out, key.len() as u64);
+        out.extend_from_slice(key);
+        value.encode_into(out);
+    }
+    finish_header(out, start, log_number);
+    true
+}
+
+/// Fills in the length, log number and checksum of the record that starts
+/// at `start` and ends at the end of `out`.
+fn finish_header(out: &mut [u8], start: usize, log_number: u64) {
+    let payload_len = out.len() - start - HEADER_LEN;
+    debug_assert!(payload_len <= crate::limits::BLOCK_LEN_MAX);
+    // An oversized payload cannot happen within the limits; if it did, the
+    // saturated length makes the record read back as bad, never as data.
+    let len = u32::try_from(payload_len).unwrap_or(u32::MAX) & !CONTROL_FLAG;
+    out[start + 4..start + 8].copy_from_slice(&len.to_le_bytes());
+    out[start + 8..start + 12].copy_from_slice(&(log_number as u32).to_le_bytes());
+    let crc = crc32c::crc32c(&out[start + 4..]);
+    out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+}
+
 /// Appends one encoded record for `key`/`value` to `out`, for log segment
 /// `log_number`.
 ///
@@ -176,13 +238,5 @@ pub fn encode_record(out: &mut Vec<u8>, log_number: u64, key: &[u8], value: &Val
     put_varint64(out, key.len() as u64);
     out.extend_from_slice(key);
     value.encode_into(out);
-    let payload_len = out.len() - start - HEADER_LEN;
-    debug_assert!(payload_len <= crate::limits::BLOCK_LEN_MAX);
-    // An oversized payload cannot happen within the limits; if it did, the
-    // saturated length makes the record read back as bad, never as data.
-    let len = u32::try_from(payload_len).unwrap_or(u32::MAX);
-    out[start + 4..start + 8].copy_from_slice(&len.to_le_bytes());
-    out[start + 8..start + 12].copy_from_slice(&(log_number as u32).to_le_bytes());
-    let crc = crc32c::crc32c(&out[start + 4..]);
-    out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+    finish_header(out, start, log_number);
 }

@@ -1,8 +1,8 @@
 //! Reading a log segment back, for recovery.
 
 use super::{
-    CONTROL_FLAG, END_PAYLOAD_LEN, HEADER_LEN, KIND_END, KIND_END_COPY, KIND_SYNC_POINT,
-    SYNC_POINT_PAYLOAD_LEN,
+    CONTROL_FLAG, END_PAYLOAD_LEN, GROUP_MARKER, HEADER_LEN, KIND_END, KIND_END_COPY,
+    KIND_SYNC_POINT, SYNC_POINT_PAYLOAD_LEN,
 };
 use crate::coding::Decoder;
 use crate::error::{Error, IoContext, Result};
@@ -40,8 +40,16 @@ pub struct WalRecord {
 /// A valid record: data, or a control record (layout in the module doc).
 enum Item {
     Data(WalRecord),
-    SyncPoint { covered: u64 },
-    End { copy: bool, covered: u64, crc: u32 },
+    /// The entries of a record group, in order.
+    Group(Vec<WalRecord>),
+    SyncPoint {
+        covered: u64,
+    },
+    End {
+        copy: bool,
+        covered: u64,
+        crc: u32,
+    },
 }
 
 /// How a segment ended, known once the reader has returned `Ok(None)`.
@@ -101,6 +109,8 @@ impl Bad {
 /// Reads the records of one log segment in order.
 #[derive(Debug)]
 pub struct WalReader {
+    /// Entries of a record group not yet returned.
+    pending: std::collections::VecDeque<WalRecord>,
     file: Arc<dyn File>,
     path: PathBuf,
     log_number: u32,
@@ -134,6 +144,7 @@ impl WalReader {
             .len()
             .ctx(|| format!("reading length of log {}", path.display()))?;
         Ok(WalReader {
+            pending: Default::default(),
             file,
             path: path.to_path_buf(),
             log_number: log_number as u32,
@@ -162,6 +173,9 @@ impl WalReader {
     /// [`ReadMode::Salvage`] skips to the next valid record.
     pub fn next_record(&mut self) -> Result<Option<WalRecord>> {
         loop {
+            if let Some(rec) = self.pending.pop_front() {
+                return Ok(Some(rec));
+            }
             if let Some((offset, reason)) = &self.failed {
                 return Err(Error::corruption(&self.path, *offset, reason.clone()));
             }
@@ -177,6 +191,11 @@ impl WalReader {
                 Ok((Item::Data(rec), next)) => {
                     self.advance(pos, next)?;
                     return Ok(Some(rec));
+                }
+                Ok((Item::Group(recs), next)) => {
+                    self.advance(pos, next)?;
+                    self.pending.extend(recs);
+                    continue;
                 }
                 Ok((Item::SyncPoint { covered }, next)) => {
                     if covered > pos && self.mode == ReadMode::Strict {
@@ -345,6 +364,7 @@ impl WalReader {
                 ev.last_end = next;
                 match item {
                     Item::Data(_) => ev.records += 1,
+                    Item::Group(g) => ev.records += g.len() as u64,
                     Item::SyncPoint { covered } => {
                         if covered <= at && covered > ev.max_covered {
                             ev.max_covered = covered;
@@ -516,6 +536,12 @@ impl WalReader {
             };
             return Ok(Ok((item, offset + total)));
         }
+        if payload[0] == GROUP_MARKER {
+            return Ok(match decode_group(payload, offset) {
+                Some(g) => Ok((Item::Group(g), offset + total)),
+                None => Err(Bad::Invalid("record group does not decode".into())),
+            });
+        }
         let mut d = Decoder::new(payload);
         let decoded = (|| {
             let key_len = usize::try_from(d.varint64()?).ok()?;
@@ -554,4 +580,29 @@ impl WalReader {
         let start = (offset - self.buf_start) as usize;
         Ok(&self.buf[start..start + n])
     }
+}
+
+/// Decodes the payload of a record group (layout in the module doc); every
+/// entry gets the group's `offset`.
+fn decode_group(payload: &[u8], offset: u64) -> Option<Vec<WalRecord>> {
+    let mut d = Decoder::new(payload.get(1..)?);
+    let count = usize::try_from(d.varint64()?).ok()?;
+    if !(2..=crate::db::TXN_OPS_MAX).contains(&count) {
+        return None;
+    }
+    // Each entry takes at least 3 bytes: no allocation beyond the payload.
+    if count > payload.len() / 3 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let key_len = usize::try_from(d.varint64()?).ok()?;
+        if key_len == 0 || key_len > KEY_LEN_MAX {
+            return None;
+        }
+        let key = Bytes::copy_from_slice(d.bytes(key_len)?);
+        let value = Value::decode(&mut d)?;
+        out.push(WalRecord { key, value, offset });
+    }
+    (d.remaining() == 0).then_some(out)
 }
