@@ -18,4 +18,6 @@
 mod picker;
 mod run;
 
+#[cfg(test)]
+pub(crate) use run::run_forced_l0_locked;
 pub(crate) use run::{compact_until_idle, start};

@@ -18,6 +18,8 @@ pub(crate) mod flush;
 pub(crate) mod gc;
 mod open;
 mod read;
+#[cfg(test)]
+mod structure_tests;
 
 pub use read::{KeysIter, ScanIter};
 

@@ -36,7 +36,7 @@ impl Default for LiveFiles {
 
 impl LiveFiles {
     /// Applies one edit.
-    pub fn apply(&mut self, e: VersionEdit) {
+    pub fn apply(&mut self, e: VersionEdit) -> crate::error::Result<()> {
         self.edits += 1;
         if let Some(n) = e.log_number {
             self.log_number = n;
@@ -68,6 +68,7 @@ impl LiveFiles {
                 *cur = g.min(b.record_bytes);
             }
         }
+        Ok(())
     }
 }
 
@@ -98,17 +99,20 @@ mod tests {
             }],
             blob_garbage: vec![(6, 30)],
             ..Default::default()
-        });
+        })
+        .unwrap();
         l.apply(VersionEdit {
             blob_garbage: vec![(6, 90), (77, 5)],
             ..Default::default()
-        });
+        })
+        .unwrap();
         assert_eq!(l.blob_garbage[&6], 100, "capped at the file's record bytes");
         l.apply(VersionEdit {
             blob_garbage_set: vec![(6, 10)],
             deleted_tables: vec![(0, 5)],
             ..Default::default()
-        });
+        })
+        .unwrap();
         assert_eq!(l.blob_garbage[&6], 10);
         assert!(l.tables.is_empty());
         assert_eq!((l.log_number, l.next_file, l.edits), (4, 9, 3));

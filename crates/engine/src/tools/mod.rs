@@ -95,7 +95,7 @@ fn load_manifest(opts: &Options) -> Result<Option<Fold>> {
         live: LiveFiles::default(),
     };
     for e in edits {
-        fold.live.apply(e);
+        fold.live.apply(e)?;
     }
     Ok(Some(fold))
 }
