@@ -95,7 +95,10 @@ fn load_manifest(opts: &Options) -> Result<Option<Fold>> {
         live: LiveFiles::default(),
     };
     for e in edits {
-        fold.live.apply(e)?;
+        fold.live.apply(e).map_err(|e| match e {
+            Error::Corruption { offset, reason, .. } => Error::corruption(&path, offset, reason),
+            other => other,
+        })?;
     }
     Ok(Some(fold))
 }
