@@ -54,6 +54,7 @@ mod log;
 pub use edit::{BlobEntry, TableEntry, VersionEdit};
 pub use live::LiveFiles;
 pub(crate) use live::{apply_edit, EditTarget};
+pub(crate) use log::replace_current;
 pub use log::{read_current, read_manifest, set_current, ManifestWriter, MANIFEST_MAGIC};
 
 /// Largest manifest record accepted.
