@@ -413,4 +413,25 @@ fn repair_never_serves_values_overwritten_in_a_damaged_log_record() {
     assert!(check(&opts).unwrap().is_ok());
 }
 
-fn assert_lost_listed(_r: &escabelo_engine::tools::RepairReport, _absent: &[String]) {}
+/// Every key that reads as absent but had a value is named as lost: in
+/// the report (the first ones) and in the `LOST-KEYS` file (all).
+fn assert_lost_listed(r: &escabelo_engine::tools::RepairReport, absent: &[String]) {
+    assert!(r.lost_entries >= absent.len() as u64, "{r}");
+    let file = r.lost_keys_file.as_ref().expect("a list of lost keys");
+    let text = std::fs::read_to_string(file).unwrap();
+    let listed: std::collections::HashSet<&str> = text
+        .lines()
+        .map(|l| l.split('\t').next().unwrap())
+        .collect();
+    assert_eq!(listed.len() as u64, r.lost_entries, "{r}");
+    for k in absent {
+        assert!(
+            listed.contains(k.as_str()),
+            "{k} absent but not listed as lost"
+        );
+    }
+    let shown = r.lost_keys.len().min(absent.len());
+    assert!(shown > 0, "{r}");
+    let text = r.to_string();
+    assert!(text.contains("lost     key"), "{text}");
+}
