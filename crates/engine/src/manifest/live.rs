@@ -329,4 +329,152 @@ mod tests {
         assert!(l.tables.is_empty());
         assert_eq!((l.log_number, l.next_file, l.edits), (4, 9, 3));
     }
+
+    fn table(level: u32, number: u64, smallest: &str, largest: &str) -> TableEntry {
+        TableEntry {
+            level,
+            number,
+            file_size: 1,
+            entries: 1,
+            smallest: Bytes::copy_from_slice(smallest.as_bytes()),
+            largest: Bytes::copy_from_slice(largest.as_bytes()),
+        }
+    }
+
+    fn with(tables: Vec<TableEntry>) -> LiveFiles {
+        let mut l = LiveFiles::default();
+        l.apply(VersionEdit {
+            added_tables: tables,
+            ..Default::default()
+        })
+        .unwrap();
+        l
+    }
+
+    fn refused(l: &mut LiveFiles, e: VersionEdit, what: &str) {
+        let before = (l.tables.clone(), l.edits);
+        match l.apply(e) {
+            Err(Error::Corruption { reason, .. }) => {
+                assert!(reason.contains(what), "{reason}")
+            }
+            other => panic!("expected corruption ({what}), got {other:?}"),
+        }
+        assert_eq!(
+            (l.tables.clone(), l.edits),
+            before,
+            "a refused edit changed nothing"
+        );
+    }
+
+    #[test]
+    fn overlapping_tables_below_level_0_are_corruption() {
+        let mut l = with(vec![table(1, 1, "a", "f")]);
+        refused(
+            &mut l,
+            VersionEdit {
+                added_tables: vec![table(1, 2, "f", "k")],
+                ..Default::default()
+            },
+            "overlapping table 1",
+        );
+        // Level 0 may overlap.
+        l.apply(VersionEdit {
+            added_tables: vec![table(0, 3, "a", "z"), table(0, 4, "b", "c")],
+            ..Default::default()
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn bad_deletes_and_duplicates_are_corruption() {
+        let mut l = with(vec![table(2, 1, "a", "f")]);
+        let del = |level, n| VersionEdit {
+            deleted_tables: vec![(level, n)],
+            ..Default::default()
+        };
+        refused(&mut l, del(1, 1), "not there");
+        refused(&mut l, del(2, 9), "not there");
+        refused(&mut l, del(9, 1), "out of range");
+        refused(
+            &mut l,
+            VersionEdit {
+                added_tables: vec![table(3, 1, "x", "y")],
+                ..Default::default()
+            },
+            "already live",
+        );
+        refused(
+            &mut l,
+            VersionEdit {
+                added_tables: vec![table(7, 5, "x", "y")],
+                ..Default::default()
+            },
+            "at level 7",
+        );
+        refused(
+            &mut l,
+            VersionEdit {
+                deleted_blobs: vec![4],
+                ..Default::default()
+            },
+            "blob file 4",
+        );
+        // A move to the next level is fine.
+        l.apply(VersionEdit {
+            deleted_tables: vec![(2, 1)],
+            added_tables: vec![table(3, 1, "a", "f")],
+            ..Default::default()
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn moving_newer_data_past_older_data_is_corruption() {
+        // Level 0 compacted to level 6 past an overlapping table at level 5:
+        // what Db::compact did when the base level was below a non-empty
+        // level.
+        let mut l = with(vec![
+            table(0, 10, "a", "c"),
+            table(5, 4, "b", "d"),
+            table(6, 2, "x", "z"),
+        ]);
+        refused(
+            &mut l,
+            VersionEdit {
+                deleted_tables: vec![(0, 10)],
+                added_tables: vec![table(6, 11, "a", "c")],
+                ..Default::default()
+            },
+            "past table 4 at level 5",
+        );
+        // Older data moved above newer.
+        refused(
+            &mut l,
+            VersionEdit {
+                deleted_tables: vec![(6, 2)],
+                added_tables: vec![table(4, 12, "x", "z"), table(1, 13, "b", "b")],
+                ..Default::default()
+            },
+            "past table 4 at level 5",
+        );
+        // Level 0 compacted while an older level-0 table stays.
+        let mut l = with(vec![table(0, 3, "a", "c"), table(0, 7, "b", "d")]);
+        refused(
+            &mut l,
+            VersionEdit {
+                deleted_tables: vec![(0, 7)],
+                added_tables: vec![table(1, 8, "b", "d")],
+                ..Default::default()
+            },
+            "older level-0 table 3",
+        );
+        // Compacting into the first non-empty level is fine.
+        let mut l = with(vec![table(0, 10, "a", "c"), table(5, 4, "b", "d")]);
+        l.apply(VersionEdit {
+            deleted_tables: vec![(0, 10), (5, 4)],
+            added_tables: vec![table(5, 11, "a", "d")],
+            ..Default::default()
+        })
+        .unwrap();
+    }
 }
