@@ -6,6 +6,8 @@
 //! because only flushes write level 0). Every other level holds files with
 //! disjoint key ranges sorted by smallest key, and for any key every entry
 //! in level `n` is newer than every entry in level `n + 1`.
+//! [`Version::apply`] checks them on every edit (with the rules of
+//! [`crate::manifest`]'s `apply_edit`, shared with the manifest fold).
 
 use crate::blob::BlobReader;
 use crate::error::{Error, Result};

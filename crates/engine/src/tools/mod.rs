@@ -1,7 +1,9 @@
 //! Offline maintenance tools for a closed database: [`check`] verifies every
 //! checksum of every file without modifying anything, and [`repair`]
 //! salvages every intact record into a fresh, consistent database (in the
-//! spirit of LevelDB's `RepairDB`).
+//! spirit of LevelDB's `RepairDB`, but a key whose newest version may have
+//! been lost is left out and listed, never resurrected from an older
+//! version).
 //!
 //! Both take the data directory's lock, so they fail with
 //! [`Error::Locked`] while a server has the database open, and both do all
