@@ -255,7 +255,10 @@ impl Shared {
     /// failure leaves it unknown which manifest a crash would bring back,
     /// so the engine goes read-only (`set_fatal`), keeps the old manifest
     /// file, and returns the error (`vs.manifest_number` has then changed).
-    /// A failure before the rename leaves the old manifest in use.
+    /// A failed rename leaves the old manifest in use if `CURRENT` still
+    /// names it (the new file is removed), switches as above if it names
+    /// the new one, and if `CURRENT` cannot be read back refuses every
+    /// further edit (read-only, the old writer poisoned).
     pub fn roll_manifest(
         &self,
         vs: &mut VersionSet,
@@ -272,14 +275,24 @@ impl Shared {
         if let Err(e) = crate::manifest::replace_current(&self.fs, &self.dir, &name) {
             // CURRENT may or may not have been replaced: only if it still
             // names the old manifest may the new file go.
-            let current = crate::manifest::read_current(&self.fs, &self.dir);
-            if matches!(&current, Ok(Some(n)) if *n == name) {
-                self.set_fatal(format!("replacing CURRENT failed: {e}"));
-                vs.manifest = w;
-                vs.manifest_number = number;
-            } else {
-                drop(w);
-                let _ = self.fs.remove_file(&path);
+            match crate::manifest::read_current(&self.fs, &self.dir) {
+                Ok(Some(n)) if n == name => {
+                    self.set_fatal(format!("replacing CURRENT failed: {e}"));
+                    vs.manifest = w;
+                    vs.manifest_number = number;
+                }
+                Ok(_) => {
+                    drop(w);
+                    let _ = self.fs.remove_file(&path);
+                }
+                Err(read) => {
+                    // Which manifest CURRENT names is unknown: no edit may
+                    // go to either.
+                    self.set_fatal(format!(
+                        "replacing CURRENT failed ({e}) and it cannot be read back ({read})"
+                    ));
+                    vs.manifest.poison();
+                }
             }
             return Err(e);
         }

@@ -95,9 +95,15 @@ impl ManifestWriter {
         Ok(())
     }
 
-    /// True once an fsync of this manifest failed.
+    /// True once an fsync of this manifest failed (or [`Self::poison`]).
     pub fn is_poisoned(&self) -> bool {
         self.poisoned
+    }
+
+    /// Refuses every further append: used when it is unknown whether
+    /// `CURRENT` still names this manifest.
+    pub(crate) fn poison(&mut self) {
+        self.poisoned = true;
     }
 
     /// Bytes written so far.
