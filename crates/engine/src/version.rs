@@ -125,7 +125,8 @@ impl Version {
     }
 
     /// A new version with `edit` applied (the semantics and the invariants
-    /// checked are those of [`apply_edit`]). Files the edit adds must be in
+    /// checked are those of the manifest module's `apply_edit`, see
+    /// [`crate::manifest`]). Files the edit adds must be in
     /// `opened_tables` / `opened_blobs`.
     ///
     /// An edit that breaks an invariant is a bug in the engine (a manifest

@@ -227,7 +227,7 @@ impl Default for LiveFiles {
 }
 
 impl LiveFiles {
-    /// Applies one edit (see [`apply_edit`] for what it means). An edit
+    /// Applies one edit (see the module doc for what it means). An edit
     /// that breaks an invariant of the module doc is
     /// [`Error::Corruption`] (naming the edit by its position; the file
     /// named is `MANIFEST`, callers that know the file may say which) and

@@ -95,7 +95,7 @@ impl ManifestWriter {
         Ok(())
     }
 
-    /// True once an fsync of this manifest failed (or [`Self::poison`]).
+    /// True once an fsync of this manifest failed (or it was poisoned on purpose).
     pub fn is_poisoned(&self) -> bool {
         self.poisoned
     }

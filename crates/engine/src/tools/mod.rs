@@ -13,7 +13,7 @@ mod check;
 mod repair;
 
 pub use check::{check, CheckReport};
-pub use repair::{repair, RepairReport};
+pub use repair::{repair, RepairReport, LOST_KEYS_FILE, LOST_KEYS_SHOWN};
 
 use crate::error::{Error, IoContext, Result};
 use crate::fs::DirLock;
