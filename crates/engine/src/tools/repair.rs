@@ -385,7 +385,30 @@ pub fn repair(opts: &Options) -> Result<RepairReport> {
                 got.entries.len()
             ));
         }
-        for &g in &got.gaps {
+        // The damaged blocks' key ranges: from the index if the table opens
+        // (exact), else from the intact entries around the damage.
+        let by_index = match Table::open(fs, &path, n) {
+            Ok(t) if damaged > 0 => Some(t.unreadable_blocks()?),
+            _ => None,
+        };
+        for (prev, last) in by_index.iter().flatten() {
+            let lo = match (prev, entry) {
+                (Some(k), _) => Bound::Excluded(k.clone()),
+                (None, Some(t)) => Bound::Included(t.smallest.clone()),
+                (None, None) => Bound::Unbounded,
+            };
+            let hi = Bound::Included(last.clone());
+            if is_empty_range(&lo, &hi) {
+                continue;
+            }
+            let why = format!(
+                "{name}: keys{}{} may have lost their newest version (damaged block)",
+                show_bound(&lo, true),
+                show_bound(&hi, false)
+            );
+            lost.range(lo, hi, at, why);
+        }
+        for &g in got.gaps.iter().filter(|_| by_index.is_none()) {
             let lo = match g.checked_sub(1).and_then(|i| got.entries.get(i)) {
                 Some((k, _)) => Bound::Excluded(k.clone()),
                 None => match entry {
