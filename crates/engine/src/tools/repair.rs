@@ -12,13 +12,16 @@
 //! every such key as **lost** unless a source *newer than the damaged one*
 //! holds an intact version of it:
 //!
-//! - a damaged table block: its entries' keys lie strictly between the
-//!   last key of the intact block before it and the first key of the intact
-//!   block after it (blocks are in key order; [`table::salvage_with_gaps`]
-//!   says where the damage lies), and within the table's key range when
-//!   the manifest gives it (smallest and largest key). Damage after the
-//!   last intact data block (say, a damaged index) with a manifest thus
-//!   covers nothing, the table's largest key being the last data key;
+//! - a damaged table block: if the table still opens (footer, index and
+//!   properties intact), the index gives the block's range exactly: after
+//!   the previous block's last key, up to its own last key. Otherwise its
+//!   keys lie strictly between the last intact entry before the damage and
+//!   the first one after it (blocks are in key order;
+//!   [`table::salvage_with_gaps`] says where the damage lies), and within
+//!   the table's key range when the manifest gives it (smallest and largest
+//!   key). Damage after the last intact data block (say, a damaged index)
+//!   with a manifest thus covers nothing, the table's largest key being the
+//!   last data key;
 //! - a table the manifest names but that is missing: its whole key range;
 //! - a damaged log record (damage followed by intact records; a torn tail
 //!   is not damage, as for `Db::open`): its key is unknown (its checksum
