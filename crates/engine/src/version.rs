@@ -6,10 +6,12 @@
 //! because only flushes write level 0). Every other level holds files with
 //! disjoint key ranges sorted by smallest key, and for any key every entry
 //! in level `n` is newer than every entry in level `n + 1`.
+//! [`Version::apply`] checks them on every edit (with the rules of
+//! [`crate::manifest`]'s `apply_edit`, shared with the manifest fold).
 
 use crate::blob::BlobReader;
 use crate::error::{Error, Result};
-use crate::manifest::{BlobEntry, TableEntry, VersionEdit};
+use crate::manifest::{apply_edit, BlobEntry, EditTarget, TableEntry, VersionEdit};
 use crate::memtable::Memtable;
 use crate::table::Table;
 use crate::types::{BlobRef, Value};
@@ -122,66 +124,28 @@ impl Version {
         }
     }
 
-    /// A new version with `edit` applied. Files the edit adds must be in
+    /// A new version with `edit` applied (the semantics and the invariants
+    /// checked are those of the manifest module's `apply_edit`, see
+    /// [`crate::manifest`]). Files the edit adds must be in
     /// `opened_tables` / `opened_blobs`.
+    ///
+    /// An edit that breaks an invariant is a bug in the engine (a manifest
+    /// that breaks one is refused earlier, when it is read): it panics in
+    /// debug builds and is refused with [`Error::Corruption`] otherwise,
+    /// before it reaches the manifest, and this version is unchanged.
     pub fn apply(
         &self,
         edit: &VersionEdit,
         opened_tables: &[Arc<Table>],
         opened_blobs: &[Arc<BlobReader>],
     ) -> Result<Version> {
-        let mut v = self.clone();
-        for &(level, number) in &edit.deleted_tables {
-            let l = v.level_mut(level)?;
-            l.retain(|t| t.entry.number != number);
-        }
-        for e in &edit.added_tables {
-            let table = opened_tables
-                .iter()
-                .find(|t| t.number() == e.number)
-                .cloned()
-                .ok_or_else(|| Error::InvalidArgument(format!("table {} not opened", e.number)))?;
-            v.level_mut(e.level)?.push(TableFile {
-                table,
-                entry: e.clone(),
-            });
-        }
-        for n in &edit.deleted_blobs {
-            v.blobs.remove(n);
-        }
-        for e in &edit.added_blobs {
-            let reader = opened_blobs
-                .iter()
-                .find(|b| b.number() == e.number)
-                .cloned()
-                .ok_or_else(|| Error::InvalidArgument(format!("blob {} not opened", e.number)))?;
-            v.blobs.insert(
-                e.number,
-                BlobFile {
-                    reader,
-                    entry: e.clone(),
-                    garbage: 0,
-                },
-            );
-        }
-        for &(n, bytes) in &edit.blob_garbage {
-            if let Some(b) = v.blobs.get_mut(&n) {
-                b.garbage = (b.garbage + bytes).min(b.entry.record_bytes);
-            }
-        }
-        for &(n, bytes) in &edit.blob_garbage_set {
-            if let Some(b) = v.blobs.get_mut(&n) {
-                b.garbage = bytes.min(b.entry.record_bytes);
-            }
-        }
-        v.sort_levels();
-        Ok(v)
-    }
-
-    fn level_mut(&mut self, level: u32) -> Result<&mut Vec<TableFile>> {
-        self.levels
-            .get_mut(level as usize)
-            .ok_or_else(|| Error::InvalidArgument(format!("level {level} out of range")))
+        let mut next = Applying {
+            v: self.clone(),
+            tables: opened_tables,
+            blobs: opened_blobs,
+        };
+        apply_edit(&mut next, edit)?;
+        Ok(next.v)
     }
 
     fn sort_levels(&mut self) {
@@ -268,6 +232,83 @@ impl Version {
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+}
+
+/// A version being changed by an edit, with the files the edit adds.
+struct Applying<'a> {
+    v: Version,
+    tables: &'a [Arc<Table>],
+    blobs: &'a [Arc<BlobReader>],
+}
+
+impl EditTarget for Applying<'_> {
+    fn table_entries(&self) -> Vec<&TableEntry> {
+        self.v.levels.iter().flatten().map(|t| &t.entry).collect()
+    }
+    fn remove_table(&mut self, level: u32, number: u64) {
+        if let Some(l) = self.v.levels.get_mut(level as usize) {
+            l.retain(|t| t.entry.number != number);
+        }
+    }
+    fn add_table(&mut self, e: &TableEntry) -> Result<()> {
+        let table = self
+            .tables
+            .iter()
+            .find(|t| t.number() == e.number)
+            .cloned()
+            .ok_or_else(|| Error::InvalidArgument(format!("table {} not opened", e.number)))?;
+        let level = self
+            .v
+            .levels
+            .get_mut(e.level as usize)
+            .ok_or_else(|| Error::InvalidArgument(format!("level {} out of range", e.level)))?;
+        level.push(TableFile {
+            table,
+            entry: e.clone(),
+        });
+        Ok(())
+    }
+    fn has_blob(&self, number: u64) -> bool {
+        self.v.blobs.contains_key(&number)
+    }
+    fn remove_blob(&mut self, number: u64) {
+        self.v.blobs.remove(&number);
+    }
+    fn add_blob(&mut self, e: &BlobEntry) -> Result<()> {
+        let reader = self
+            .blobs
+            .iter()
+            .find(|b| b.number() == e.number)
+            .cloned()
+            .ok_or_else(|| Error::InvalidArgument(format!("blob {} not opened", e.number)))?;
+        self.v.blobs.insert(
+            e.number,
+            BlobFile {
+                reader,
+                entry: e.clone(),
+                garbage: 0,
+            },
+        );
+        Ok(())
+    }
+    fn blob_garbage_mut(&mut self, number: u64) -> Option<(&mut u64, u64)> {
+        self.v
+            .blobs
+            .get_mut(&number)
+            .map(|b| (&mut b.garbage, b.entry.record_bytes))
+    }
+    fn finish(&mut self) {
+        self.v.sort_levels();
+    }
+    fn violation(&self, what: String) -> Error {
+        debug_assert!(false, "an edit breaks the level invariants: {what}");
+        tracing::error!(%what, "refusing an edit that breaks the level invariants");
+        Error::corruption(
+            self.v.dir.join("MANIFEST"),
+            0,
+            format!("edit refused, it breaks the level invariants: {what}"),
+        )
     }
 }
 

@@ -91,12 +91,25 @@ pub(crate) fn pick(v: &Version, o: &Options, cursors: &mut [Bytes]) -> Option<Co
 }
 
 /// Compaction of every level-0 file into the base level, if there are any.
+///
+/// If a level above the base level still holds files (the base level moved
+/// down when the last level shrank, and they have not been moved down
+/// yet), level 0 goes to the first such level instead: its data is older
+/// than level 0's and newer than the levels below it, so level 0 must not
+/// pass it.
 pub(crate) fn pick_level0(v: &Version, o: &Options) -> Option<Compaction> {
     if v.levels[0].is_empty() {
         return None;
     }
     let (_, base) = targets(v, o);
-    with_overlaps(v, 0, base, v.levels[0].clone())
+    let output_level = level0_output(v, base);
+    with_overlaps(v, 0, output_level, v.levels[0].clone())
+}
+
+/// Where level 0 may be compacted to: the base level, or the first
+/// non-empty level above it.
+fn level0_output(v: &Version, base: usize) -> usize {
+    (1..base).find(|&l| !v.levels[l].is_empty()).unwrap_or(base)
 }
 
 fn with_overlaps(

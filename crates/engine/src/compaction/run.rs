@@ -89,6 +89,11 @@ pub(crate) fn compact_until_idle(shared: &Arc<Shared>, commit: &CommitHandle) ->
 /// 0 was empty.
 fn run_forced_l0(shared: &Arc<Shared>) -> Result<bool> {
     let _one_at_a_time = shared.compaction_lock.lock();
+    run_forced_l0_locked(shared)
+}
+
+/// [`run_forced_l0`] with the compaction lock already held.
+pub(crate) fn run_forced_l0_locked(shared: &Arc<Shared>) -> Result<bool> {
     let version = shared.vs.lock().current.clone();
     match super::picker::pick_level0(&version, &shared.opts) {
         Some(c) => run_compaction(shared, c).map(|_| true),

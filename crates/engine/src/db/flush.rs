@@ -8,6 +8,15 @@
 //! of written. The edit that adds the files also advances the log number,
 //! so the memtable's log segment is no longer needed once the edit is
 //! durable.
+//!
+//! A failed lookup (an unreadable block in an older table) never fails the
+//! flush, since that would turn one bad block into a write outage: the key's
+//! tombstone is kept (it may shadow something), and the garbage of the
+//! pointer it may have replaced is not counted. Garbage counts are then an
+//! underestimate for those keys, so that blob file may be collected later
+//! than its true dead share warrants; when it is collected, the liveness
+//! check of every record finds the real garbage. The flush logs one
+//! warning with the number of failed lookups and the first error.
 
 use super::Shared;
 use crate::blob::{BlobReader, BlobWriter};
@@ -223,15 +232,23 @@ fn build(
     garbage: &mut HashMap<u64, u64>,
 ) -> Result<()> {
     let threshold = shared.opts.blob_threshold;
+    let mut failed_lookups = 0u64;
+    let mut first_error: Option<Error> = None;
     for (key, value) in imm.iter() {
-        let older = version.get(&key)?;
-        if let Some(Value::Blob(r)) = &older {
+        // `None`: the lookup failed, so what is below is unknown.
+        let older = match version.get(&key) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                failed_lookups += 1;
+                first_error.get_or_insert(e);
+                None
+            }
+        };
+        if let Some(Some(Value::Blob(r))) = &older {
             *garbage.entry(r.file).or_insert(0) += u64::from(r.len);
         }
         let stored = match value {
-            Value::Tombstone if !matches!(older, Some(Value::Inline(_) | Value::Blob(_))) => {
-                continue
-            }
+            Value::Tombstone if matches!(older, Some(None | Some(Value::Tombstone))) => continue,
             Value::Inline(v) if threshold.is_some_and(|t| v.len() >= t) => {
                 if out.blob.is_none() {
                     out.blob = Some(BlobWriter::create(
@@ -257,6 +274,14 @@ fn build(
         if let Some(t) = out.table.as_mut() {
             t.add(&key, &stored)?;
         }
+    }
+    if let Some(e) = first_error {
+        tracing::warn!(
+            failed_lookups,
+            error = %e,
+            "flush could not read older versions of some keys; \
+             their blob garbage is not counted and their tombstones are kept"
+        );
     }
     Ok(())
 }

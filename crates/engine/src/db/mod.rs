@@ -19,6 +19,8 @@ pub(crate) mod gc;
 mod open;
 mod read;
 mod txn;
+#[cfg(test)]
+mod structure_tests;
 
 pub use read::{KeysIter, ScanIter};
 pub use txn::{Txn, TxnAction, TxnCallback, TxnCond, TxnOp, TxnResult, TXN_OPS_MAX};
@@ -245,6 +247,7 @@ impl Shared {
     ) -> Result<()> {
         edit.next_file_number = Some(vs.next_file_number);
         let next = vs.current.apply(&edit, tables, blobs)?;
+        let manifest_before = vs.manifest_number;
         let written = if vs.manifest.size() > crate::manifest::MANIFEST_ROLL_SIZE {
             self.roll_manifest(vs, &next, edit.log_number.unwrap_or(vs.log_number))
         } else {
@@ -254,18 +257,42 @@ impl Shared {
             if vs.manifest.is_poisoned() {
                 self.set_fatal(format!("manifest sync failed: {e}"));
             }
+            if vs.manifest_number != manifest_before {
+                // The roll switched manifests and then failed (the
+                // engine is read-only now): the new manifest, which
+                // `CURRENT` names, holds this edit, so the version must
+                // too, or the next edit would contradict it. The caller
+                // still sees the error and keeps its input files.
+                self.install(vs, &edit, next);
+            }
             return Err(e);
         }
+        self.install(vs, &edit, next);
+        Ok(())
+    }
+
+    /// Makes `next`, the version `edit` produced, current.
+    fn install(&self, vs: &mut VersionSet, edit: &VersionEdit, next: Version) {
         if let Some(n) = edit.log_number {
             vs.log_number = n;
         }
         vs.current = Arc::new(next);
         self.install_super_version(vs);
-        Ok(())
     }
 
     /// Writes a fresh manifest holding a snapshot of `version` and points
     /// `CURRENT` at it.
+    ///
+    /// Once `CURRENT` has been renamed, it names the new manifest, so the
+    /// engine switches to it even if the directory fsync that follows
+    /// fails: edits never go to a manifest `CURRENT` does not name. Such a
+    /// failure leaves it unknown which manifest a crash would bring back,
+    /// so the engine goes read-only (`set_fatal`), keeps the old manifest
+    /// file, and returns the error (`vs.manifest_number` has then changed).
+    /// A failed rename leaves the old manifest in use if `CURRENT` still
+    /// names it (the new file is removed), switches as above if it names
+    /// the new one, and if `CURRENT` cannot be read back refuses every
+    /// further edit (read-only, the old writer poisoned).
     pub fn roll_manifest(
         &self,
         vs: &mut VersionSet,
@@ -277,11 +304,42 @@ impl Shared {
         snap.log_number = Some(log_number);
         snap.next_file_number = Some(vs.next_file_number);
         let name = crate::version::manifest_name(number);
-        let w = ManifestWriter::create(&self.fs, &self.dir.join(&name), &snap)?;
-        crate::manifest::set_current(&self.fs, &self.dir, &name)?;
+        let path = self.dir.join(&name);
+        let w = ManifestWriter::create(&self.fs, &path, &snap)?;
+        if let Err(e) = crate::manifest::replace_current(&self.fs, &self.dir, &name) {
+            // CURRENT may or may not have been replaced: only if it still
+            // names the old manifest may the new file go.
+            match crate::manifest::read_current(&self.fs, &self.dir) {
+                Ok(Some(n)) if n == name => {
+                    self.set_fatal(format!("replacing CURRENT failed: {e}"));
+                    vs.manifest = w;
+                    vs.manifest_number = number;
+                }
+                Ok(_) => {
+                    drop(w);
+                    let _ = self.fs.remove_file(&path);
+                }
+                Err(read) => {
+                    // Which manifest CURRENT names is unknown: no edit may
+                    // go to either.
+                    self.set_fatal(format!(
+                        "replacing CURRENT failed ({e}) and it cannot be read back ({read})"
+                    ));
+                    vs.manifest.poison();
+                }
+            }
+            return Err(e);
+        }
         let old = std::mem::replace(&mut vs.manifest, w);
-        let _ = self.fs.remove_file(old.path());
         vs.manifest_number = number;
+        if let Err(e) = self.fs.sync_dir(&self.dir) {
+            let e = Error::io(format!("sync directory {}", self.dir.display()), e);
+            self.set_fatal(format!(
+                "directory sync after pointing CURRENT at {name} failed: {e}"
+            ));
+            return Err(e);
+        }
+        let _ = self.fs.remove_file(old.path());
         Ok(())
     }
 

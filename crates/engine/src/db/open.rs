@@ -77,7 +77,7 @@ pub(super) fn open(opts: Options) -> Result<Db> {
         let path = dir.join(name);
         let (edits, _torn) = read_manifest(&fs, &path)?;
         for e in edits {
-            fold.apply(e);
+            fold.apply(e)?;
         }
         old_manifest_number = name
             .strip_prefix("MANIFEST-")

@@ -95,9 +95,15 @@ impl ManifestWriter {
         Ok(())
     }
 
-    /// True once an fsync of this manifest failed.
+    /// True once an fsync of this manifest failed (or it was poisoned on purpose).
     pub fn is_poisoned(&self) -> bool {
         self.poisoned
+    }
+
+    /// Refuses every further append: used when it is unknown whether
+    /// `CURRENT` still names this manifest.
+    pub(crate) fn poison(&mut self) {
+        self.poisoned = true;
     }
 
     /// Bytes written so far.
@@ -224,6 +230,18 @@ pub fn read_current(fs: &FsRef, dir: &Path) -> Result<Option<String>> {
 
 /// Points `CURRENT` at `manifest_name`, atomically and durably.
 pub fn set_current(fs: &FsRef, dir: &Path, manifest_name: &str) -> Result<()> {
+    replace_current(fs, dir, manifest_name)?;
+    fs.sync_dir(dir)
+        .ctx(|| format!("sync directory {}", dir.display()))?;
+    Ok(())
+}
+
+/// The first half of [`set_current`]: writes `CURRENT.tmp`, fsyncs it and
+/// renames it over `CURRENT`, without the directory fsync. Once this
+/// returns `Ok`, `CURRENT` names `manifest_name` (durably or not: that
+/// takes the directory fsync), so edits must go to that manifest from then
+/// on, whatever the fsync does.
+pub(crate) fn replace_current(fs: &FsRef, dir: &Path, manifest_name: &str) -> Result<()> {
     let tmp = dir.join("CURRENT.tmp");
     let f = fs
         .open(&tmp, OpenMode::CreateTruncate)
@@ -233,10 +251,7 @@ pub fn set_current(fs: &FsRef, dir: &Path, manifest_name: &str) -> Result<()> {
     f.sync_all().ctx(|| format!("sync {}", tmp.display()))?;
     let cur = dir.join("CURRENT");
     fs.rename(&tmp, &cur)
-        .ctx(|| format!("rename {} to {}", tmp.display(), cur.display()))?;
-    fs.sync_dir(dir)
-        .ctx(|| format!("sync directory {}", dir.display()))?;
-    Ok(())
+        .ctx(|| format!("rename {} to {}", tmp.display(), cur.display()))
 }
 
 #[cfg(test)]

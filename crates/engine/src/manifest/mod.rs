@@ -46,6 +46,14 @@
 //! fdatasynced and the directory fsynced; a file is unlinked only after the
 //! edit deleting it is durable. On open, files that the manifest does not
 //! reference are deleted (they are leftovers of interrupted work).
+//!
+//! Every edit must also keep the level invariants: levels are in range, a
+//! deleted file is live, an added one is not, tables below level 0 have
+//! disjoint key ranges, and an edit that moves data between levels never
+//! moves it past an overlapping table of a level in between (newer data
+//! stays above older). They are checked where edits are applied, in
+//! `live.rs` (shared by [`LiveFiles`] and the engine's version): a manifest
+//! that breaks them is corruption at open.
 
 mod edit;
 mod live;
@@ -53,6 +61,8 @@ mod log;
 
 pub use edit::{BlobEntry, TableEntry, VersionEdit};
 pub use live::LiveFiles;
+pub(crate) use live::{apply_edit, EditTarget};
+pub(crate) use log::replace_current;
 pub use log::{read_current, read_manifest, set_current, ManifestWriter, MANIFEST_MAGIC};
 
 /// Largest manifest record accepted.

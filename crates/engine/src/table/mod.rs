@@ -161,7 +161,7 @@ mod tests;
 pub use builder::TableBuilder;
 pub use iter::TableIter;
 pub use reader::Table;
-pub use salvage::salvage;
+pub use salvage::{salvage, salvage_with_gaps, Salvaged};
 
 use bytes::Bytes;
 

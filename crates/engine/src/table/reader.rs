@@ -241,6 +241,31 @@ impl Table {
         self.index.iter().map(|e| e.handle).collect()
     }
 
+    /// The key ranges of the data blocks that cannot be read whole (frame,
+    /// checksum or entry decoding fails), from the index: for each, the
+    /// last key of the block before it (`None` for the first block) and its
+    /// own last key; the block's keys lie after the first and up to the
+    /// second. I/O errors other than corruption are returned.
+    pub(crate) fn unreadable_blocks(&self) -> Result<Vec<(Option<Bytes>, Bytes)>> {
+        let mut out = Vec::new();
+        for i in 0..self.index.len() {
+            let read = self.read_data_block(i).and_then(|b| {
+                let mut it = b.iter();
+                while it.next_entry(&self.path)?.is_some() {}
+                Ok(())
+            });
+            match read {
+                Ok(()) => {}
+                Err(e) if e.is_corruption() => out.push((
+                    i.checked_sub(1).map(|p| self.index[p].last_key.clone()),
+                    self.index[i].last_key.clone(),
+                )),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
     /// Number of data blocks.
     pub(crate) fn block_count(&self) -> usize {
         self.index.len()

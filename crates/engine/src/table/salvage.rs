@@ -26,6 +26,26 @@ use std::path::Path;
 /// number of damaged blocks found. Does not trust the index or footer.
 /// Fails only on I/O errors.
 pub fn salvage(fs: &FsRef, path: &Path) -> Result<(Vec<(Bytes, Value)>, u64)> {
+    salvage_with_gaps(fs, path).map(|s| (s.entries, s.damaged))
+}
+
+/// What [`salvage_with_gaps`] recovered from a table.
+#[derive(Debug, Default)]
+pub struct Salvaged {
+    /// Entries of the intact data blocks, in file (and so key) order.
+    pub entries: Vec<(Bytes, Value)>,
+    /// Damaged blocks found.
+    pub damaged: u64,
+    /// Where damage lies among the entries, ascending: a gap `g` means
+    /// damaged bytes (whatever block they were) lie after `entries[g - 1]`
+    /// and before `entries[g]`, so lost entries, if any, have keys strictly
+    /// between those two (`g == 0`: before the first, `g == entries.len()`:
+    /// after the last).
+    pub gaps: Vec<usize>,
+}
+
+/// [`salvage`], also saying where the damage lies among the entries.
+pub fn salvage_with_gaps(fs: &FsRef, path: &Path) -> Result<Salvaged> {
     let file = fs
         .open(path, OpenMode::Read)
         .ctx(|| format!("open table {}", path.display()))?;
@@ -44,6 +64,12 @@ pub fn salvage(fs: &FsRef, path: &Path) -> Result<(Vec<(Bytes, Value)>, u64)> {
     }
     let mut entries = Vec::new();
     let mut damaged = 0u64;
+    let mut gaps: Vec<usize> = Vec::new();
+    let gap_at = |gaps: &mut Vec<usize>, at: usize| {
+        if gaps.last() != Some(&at) {
+            gaps.push(at);
+        }
+    };
     let mut pos = 0u64;
     while pos < end {
         match frame_at(file, path, pos, end)? {
@@ -55,12 +81,14 @@ pub fn salvage(fs: &FsRef, path: &Path) -> Result<(Vec<(Bytes, Value)>, u64)> {
                 if kind == KIND_DATA {
                     if let Err(()) = collect(contents, path, pos, &mut entries) {
                         damaged += 1;
+                        gap_at(&mut gaps, entries.len());
                     }
                 }
                 pos = next;
             }
             Frame::Bad { next } => {
                 damaged += 1;
+                gap_at(&mut gaps, entries.len());
                 let skip = match next {
                     Some(n) if n == end => Some(n),
                     Some(n) => match frame_at(file, path, n, end)? {
@@ -76,7 +104,11 @@ pub fn salvage(fs: &FsRef, path: &Path) -> Result<(Vec<(Bytes, Value)>, u64)> {
             }
         }
     }
-    Ok((entries, damaged))
+    Ok(Salvaged {
+        entries,
+        damaged,
+        gaps,
+    })
 }
 
 enum Frame {

@@ -1,7 +1,9 @@
 //! Offline maintenance tools for a closed database: [`check`] verifies every
 //! checksum of every file without modifying anything, and [`repair`]
 //! salvages every intact record into a fresh, consistent database (in the
-//! spirit of LevelDB's `RepairDB`).
+//! spirit of LevelDB's `RepairDB`, but a key whose newest version may have
+//! been lost is left out and listed, never resurrected from an older
+//! version).
 //!
 //! Both take the data directory's lock, so they fail with
 //! [`Error::Locked`] while a server has the database open, and both do all
@@ -11,7 +13,7 @@ mod check;
 mod repair;
 
 pub use check::{check, CheckReport};
-pub use repair::{repair, RepairReport};
+pub use repair::{repair, RepairReport, LOST_KEYS_FILE, LOST_KEYS_SHOWN};
 
 use crate::error::{Error, IoContext, Result};
 use crate::fs::DirLock;
@@ -95,7 +97,10 @@ fn load_manifest(opts: &Options) -> Result<Option<Fold>> {
         live: LiveFiles::default(),
     };
     for e in edits {
-        fold.live.apply(e);
+        fold.live.apply(e).map_err(|e| match e {
+            Error::Corruption { offset, reason, .. } => Error::corruption(&path, offset, reason),
+            other => other,
+        })?;
     }
     Ok(Some(fold))
 }

@@ -1,5 +1,43 @@
 //! `repair`: salvages every intact record into a fresh, consistent
-//! database.
+//! database, and never brings back a value that was overwritten or
+//! deleted.
+//!
+//! # Lost keys
+//!
+//! Damage can destroy a key's newest version while an older one survives
+//! elsewhere (an older table, a lower level, an earlier log record).
+//! Falling back to that older version would serve a value that was
+//! overwritten, or one that was deleted. So repair works out, for every
+//! damaged region, which keys its lost entries could have had, and treats
+//! every such key as **lost** unless a source *newer than the damaged one*
+//! holds an intact version of it:
+//!
+//! - a damaged table block: if the table still opens (footer, index and
+//!   properties intact), the index gives the block's range exactly: after
+//!   the previous block's last key, up to its own last key. Otherwise its
+//!   keys lie strictly between the last intact entry before the damage and
+//!   the first one after it (blocks are in key order;
+//!   [`table::salvage_with_gaps`] says where the damage lies), and within
+//!   the table's key range when the manifest gives it (smallest and largest
+//!   key). Damage after the last intact data block (say, a damaged index)
+//!   with a manifest thus covers nothing, the table's largest key being the
+//!   last data key;
+//! - a table the manifest names but that is missing: its whole key range;
+//! - a damaged log record (damage followed by intact records; a torn tail
+//!   is not damage, as for `Db::open`): its key is unknown (its checksum
+//!   failed, so no byte of it can be trusted), so **every key** is
+//!   possibly lost at that point of the log: only versions written after
+//!   the damage (later in that log, or in a later log) survive;
+//! - a damaged blob record: the pointer to it names its key, so a key
+//!   whose newest entry points at a record that was not salvaged is lost.
+//!
+//! A lost key is left out of the rebuilt database (nothing older survives
+//! there: every old file is moved aside), so it reads as absent, and it is
+//! listed: the report names the first [`LOST_KEYS_SHOWN`] and writes every
+//! one to `LOST-KEYS` in the directory the old files are moved to, one a
+//! line (the key with non-printable bytes escaped as `\xNN`, a tab, why).
+//! Keys that only the damaged region held (no older version anywhere)
+//! are gone too but cannot be named.
 
 use super::{describe, engine_files, load_manifest, lock_dir};
 use crate::blob::{self, BlobReader, BlobWriter};
@@ -17,21 +55,29 @@ use crate::wal::{ReadMode, WalReader};
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
+use std::ops::Bound;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Keys named in the report's list of lost entries, at most.
-const LOST_KEYS_MAX: usize = 20;
+/// Lost keys named in the report itself, at most (all of them go to the
+/// `LOST-KEYS` file).
+pub const LOST_KEYS_SHOWN: usize = 100;
+
+/// Name of the file listing every lost key, in the directory the old files
+/// are moved to.
+pub const LOST_KEYS_FILE: &str = "LOST-KEYS";
 
 /// What [`repair`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RepairReport {
     /// Live entries written to the rebuilt database.
     pub salvaged_entries: u64,
-    /// Entries dropped because the newest version of their key points to a
-    /// blob record that could not be salvaged (or holds an invalid key).
-    /// Entries inside damaged table blocks or log records cannot be counted;
-    /// see `damaged_blocks` and `skipped_bytes`.
+    /// Keys left out because their newest version may have been lost (see
+    /// the module doc): in a damaged table block, a missing table or a
+    /// damaged log record while an older version survived, or in a blob
+    /// record that could not be salvaged; also keys of invalid length.
+    /// Keys that nothing intact mentions cannot be counted; see
+    /// `damaged_blocks` and `skipped_bytes`.
     pub lost_entries: u64,
     /// Damaged table blocks skipped.
     pub damaged_blocks: u64,
@@ -39,10 +85,14 @@ pub struct RepairReport {
     pub skipped_bytes: u64,
     /// Files found damaged, each with what was wrong.
     pub damaged_files: Vec<String>,
-    /// Remarks: how the age of entries was decided, files not salvaged.
+    /// Remarks: how the age of entries was decided, files not salvaged,
+    /// the key ranges whose newest versions may have been lost.
     pub notes: Vec<String>,
-    /// Some of the lost keys (at most 20).
+    /// The first [`LOST_KEYS_SHOWN`] lost keys, each with why.
     pub lost_keys: Vec<String>,
+    /// The file listing every lost key (see the module doc), if any was
+    /// lost.
+    pub lost_keys_file: Option<PathBuf>,
     /// The directory the old files were moved to (`lost/<unix-time>`).
     pub moved_aside_to: PathBuf,
     /// Names of the files moved there.
@@ -61,6 +111,18 @@ impl fmt::Display for RepairReport {
         }
         for k in &self.lost_keys {
             writeln!(f, "lost     key {k}")?;
+        }
+        if let Some(p) = &self.lost_keys_file {
+            if self.lost_entries > self.lost_keys.len() as u64 {
+                writeln!(
+                    f,
+                    "lost     ... {} more; every lost key is listed in {}",
+                    self.lost_entries - self.lost_keys.len() as u64,
+                    p.display()
+                )?;
+            } else {
+                writeln!(f, "lost     keys listed in {}", p.display())?;
+            }
         }
         writeln!(
             f,
@@ -86,15 +148,85 @@ impl fmt::Display for RepairReport {
 /// How new an entry is; larger wins: (class, a, b, c).
 type Newness = (u8, u64, u64, u64);
 
+/// The newest thing known of a key: an intact entry, or the mark that its
+/// newest version may have been lost (an index into [`Lost::why`]).
+#[derive(Debug, Clone)]
+enum Slot {
+    Entry(Value),
+    Lost(usize),
+}
+
+/// A key range whose newest versions may have been lost, as new as the
+/// damaged source.
+#[derive(Debug)]
+struct LostRange {
+    lo: Bound<Bytes>,
+    hi: Bound<Bytes>,
+    at: Newness,
+    why: usize,
+}
+
+/// Lost keys and why, collected while folding.
+#[derive(Debug, Default)]
+struct Lost {
+    /// Reasons, indexed by [`Slot::Lost`] and [`LostRange::why`].
+    why: Vec<String>,
+    ranges: Vec<LostRange>,
+    /// Every lost key, with its reason, in the order found.
+    keys: Vec<(Bytes, String)>,
+}
+
+impl Lost {
+    fn range(&mut self, lo: Bound<Bytes>, hi: Bound<Bytes>, at: Newness, why: String) {
+        self.why.push(why);
+        self.ranges.push(LostRange {
+            lo,
+            hi,
+            at,
+            why: self.why.len() - 1,
+        });
+    }
+}
+
+/// True if the range holds no key (so `BTreeMap::range` would panic).
+fn is_empty_range(lo: &Bound<Bytes>, hi: &Bound<Bytes>) -> bool {
+    match (lo, hi) {
+        (Bound::Included(a), Bound::Included(b)) => a > b,
+        (Bound::Included(a), Bound::Excluded(b))
+        | (Bound::Excluded(a), Bound::Included(b))
+        | (Bound::Excluded(a), Bound::Excluded(b)) => a >= b,
+        _ => false,
+    }
+}
+
+/// `key` as text for the report: printable ASCII kept, other bytes as
+/// `\xNN`.
+fn show_key(key: &[u8]) -> String {
+    key.escape_ascii().to_string()
+}
+
+fn show_bound(b: &Bound<Bytes>, below: bool) -> String {
+    match (b, below) {
+        (Bound::Unbounded, _) => String::new(),
+        (Bound::Included(k), true) => format!(" from \"{}\"", show_key(k)),
+        (Bound::Excluded(k), true) => format!(" after \"{}\"", show_key(k)),
+        (Bound::Included(k), false) => format!(" up to \"{}\"", show_key(k)),
+        (Bound::Excluded(k), false) => format!(" before \"{}\"", show_key(k)),
+    }
+}
+
 /// Salvages every intact record of a closed database into a fresh,
-/// consistent one, as LevelDB's `RepairDB` does.
+/// consistent one, in the spirit of LevelDB's `RepairDB`, except that a
+/// key whose newest version may have been lost is dropped rather than
+/// resurrected from an older version (see the module doc).
 ///
 /// Takes the directory lock (fails with [`Error::Locked`] if the server
 /// runs). Then:
 ///
-/// 1. Reads the intact entries of every table ([`table::salvage`]), the
-///    intact records of every log ([`ReadMode::Salvage`], the log number
-///    taken from the file name) and of every blob file ([`blob::salvage`]).
+/// 1. Reads the intact entries of every table ([`table::salvage_with_gaps`]),
+///    the intact records of every log ([`ReadMode::Salvage`], the log number
+///    taken from the file name) and of every blob file ([`blob::salvage`]),
+///    noting the key ranges whose entries were lost (module doc).
 /// 2. Keeps the newest entry of each key. **Which entry is newest:** logs
 ///    are newer than tables, a higher log number is newer, and within a log
 ///    a later record is newer. If `CURRENT` and the manifest are readable,
@@ -106,10 +238,10 @@ type Newness = (u8, u64, u64, u64);
 ///    table file number is newer (a compaction output can then wrongly win
 ///    over a level-0 table flushed while it ran: the manifest is the only
 ///    record of levels).
-/// 3. Drops keys whose newest entry is a tombstone, and entries whose blob
-///    pointer names a record that was not salvaged (counted as lost). A key
-///    whose newest entry sat in a damaged block falls back to its next
-///    newest intact entry, as in LevelDB.
+/// 3. Marks lost every key in a lost range whose newest intact entry is
+///    older than the damaged source, and every key whose newest entry
+///    points to a blob record that was not salvaged. Drops lost keys and
+///    keys whose newest entry is a tombstone.
 /// 4. Writes the survivors, in key order, to new tables at the last level
 ///    (split at [`Options::table_file_size`]) with values of at least
 ///    [`Options::blob_threshold`] bytes in new blob files (split at
@@ -117,12 +249,13 @@ type Newness = (u8, u64, u64, u64);
 ///    one snapshot edit.
 /// 5. Moves every old engine file (tables, blob files, logs, manifests,
 ///    temporaries, a copy of `CURRENT`) into `lost/<unix-time>/` under the
-///    data directory (never deleting anything), then points `CURRENT` at
-///    the new manifest. `Db::open` then returns every salvaged entry.
+///    data directory (never deleting anything), writes the list of lost
+///    keys there, then points `CURRENT` at the new manifest. `Db::open`
+///    then returns every salvaged entry.
 ///
-/// Memory: the newest entry of every key (with inline values) and the
-/// referenced blob values are held in memory at once; fine for a repair
-/// tool on a database that fits in memory, not beyond.
+/// Memory: the newest entry of every key (with inline values), the lost
+/// keys and the referenced blob values are held in memory at once; fine for
+/// a repair tool on a database that fits in memory, not beyond.
 ///
 /// Crash safety: until `CURRENT` is replaced the old `CURRENT` names a
 /// manifest that is either still there (nothing happened) or already moved
@@ -151,10 +284,16 @@ pub fn repair(opts: &Options) -> Result<RepairReport> {
             "no readable manifest: every file salvaged, a higher file number is newer".into(),
         ),
     }
+    let table_newness = |n: u64, level: Option<u32>| -> Newness {
+        match level {
+            Some(l) => (1, (NUM_LEVELS as u64).saturating_sub(u64::from(l)), n, 0),
+            None => (1, 0, n, 0),
+        }
+    };
 
     // What to salvage, and the highest file number in use.
     let mut max_number = fold.as_ref().map_or(0, |f| f.next_file);
-    let mut tables: Vec<(u64, Newness)> = Vec::new();
+    let mut tables: Vec<(u64, Newness, Option<TableEntry>)> = Vec::new();
     let mut logs: Vec<u64> = Vec::new();
     let mut blob_files: Vec<u64> = Vec::new();
     for name in &names {
@@ -166,20 +305,14 @@ pub fn repair(opts: &Options) -> Result<RepairReport> {
                 max_number = max_number.max(n);
                 match &fold {
                     Some(f) => match f.tables.get(&n) {
-                        Some(t) => tables.push((
-                            n,
-                            (
-                                1,
-                                (NUM_LEVELS as u64).saturating_sub(u64::from(t.level)),
-                                n,
-                                0,
-                            ),
-                        )),
+                        Some(t) => {
+                            tables.push((n, table_newness(n, Some(t.level)), Some(t.clone())))
+                        }
                         None => r
                             .notes
                             .push(format!("{name}: not live (a leftover), not salvaged")),
                     },
-                    None => tables.push((n, (1, 0, n, 0))),
+                    None => tables.push((n, table_newness(n, None), None)),
                 }
             }
             FileKind::Log(n) => {
@@ -199,13 +332,22 @@ pub fn repair(opts: &Options) -> Result<RepairReport> {
             FileKind::Temp => {}
         }
     }
+    let mut lost = Lost::default();
     if let Some(f) = &fold {
-        for n in f.tables.keys() {
+        for (n, t) in &f.tables {
             if !names.contains(&table_name(*n)) {
                 r.damaged_files.push(format!(
                     "{}: named by the manifest but missing",
                     table_name(*n)
                 ));
+                if t.entries > 0 {
+                    lost.range(
+                        Bound::Included(t.smallest.clone()),
+                        Bound::Included(t.largest.clone()),
+                        table_newness(*n, Some(t.level)),
+                        format!("{} is missing", table_name(*n)),
+                    );
+                }
             }
         }
         for n in f.blobs.keys() {
@@ -218,33 +360,83 @@ pub fn repair(opts: &Options) -> Result<RepairReport> {
         }
     }
 
-    // 1-2: the newest entry of every key.
-    let mut newest: BTreeMap<Bytes, (Newness, Value)> = BTreeMap::new();
+    // 1-2: the newest entry of every key, and the lost ranges.
+    let mut newest: BTreeMap<Bytes, (Newness, Slot)> = BTreeMap::new();
     let mut keep = |key: Bytes, at: Newness, value: Value| match newest.get_mut(&key) {
         Some(old) if old.0 >= at => {}
-        Some(old) => *old = (at, value),
+        Some(old) => *old = (at, Slot::Entry(value)),
         None => {
-            newest.insert(key, (at, value));
+            newest.insert(key, (at, Slot::Entry(value)));
         }
     };
-    for &(n, at) in &tables {
+    for (n, at, entry) in &tables {
+        let (n, at) = (*n, *at);
         let name = table_name(n);
         let path = dir.join(&name);
-        let (entries, damaged) = table::salvage(fs, &path)?;
+        let got = table::salvage_with_gaps(fs, &path)?;
+        let damaged = got.damaged;
         if damaged > 0 {
             r.damaged_blocks += damaged;
             r.damaged_files.push(format!(
                 "{name}: {damaged} damaged blocks skipped, {} entries salvaged",
-                entries.len()
+                got.entries.len()
             ));
         } else if let Err(e) = Table::open(fs, &path, n).and_then(|t| t.verify()) {
             r.damaged_files.push(format!(
                 "{}; every data block intact, {} entries salvaged",
                 describe(&e, dir),
-                entries.len()
+                got.entries.len()
             ));
         }
-        for (key, value) in entries {
+        // The damaged blocks' key ranges: from the index if the table opens
+        // (exact), else from the intact entries around the damage.
+        let by_index = match Table::open(fs, &path, n) {
+            Ok(t) if damaged > 0 => Some(t.unreadable_blocks()?),
+            _ => None,
+        };
+        for (prev, last) in by_index.iter().flatten() {
+            let lo = match (prev, entry) {
+                (Some(k), _) => Bound::Excluded(k.clone()),
+                (None, Some(t)) => Bound::Included(t.smallest.clone()),
+                (None, None) => Bound::Unbounded,
+            };
+            let hi = Bound::Included(last.clone());
+            if is_empty_range(&lo, &hi) {
+                continue;
+            }
+            let why = format!(
+                "{name}: keys{}{} may have lost their newest version (damaged block)",
+                show_bound(&lo, true),
+                show_bound(&hi, false)
+            );
+            lost.range(lo, hi, at, why);
+        }
+        for &g in got.gaps.iter().filter(|_| by_index.is_none()) {
+            let lo = match g.checked_sub(1).and_then(|i| got.entries.get(i)) {
+                Some((k, _)) => Bound::Excluded(k.clone()),
+                None => match entry {
+                    Some(t) if t.entries > 0 => Bound::Included(t.smallest.clone()),
+                    _ => Bound::Unbounded,
+                },
+            };
+            let hi = match got.entries.get(g) {
+                Some((k, _)) => Bound::Excluded(k.clone()),
+                None => match entry {
+                    Some(t) if t.entries > 0 => Bound::Included(t.largest.clone()),
+                    _ => Bound::Unbounded,
+                },
+            };
+            if entry.as_ref().is_some_and(|t| t.entries == 0) || is_empty_range(&lo, &hi) {
+                continue;
+            }
+            let why = format!(
+                "{name}: keys{}{} may have lost their newest version (damaged block)",
+                show_bound(&lo, true),
+                show_bound(&hi, false)
+            );
+            lost.range(lo, hi, at, why);
+        }
+        for (key, value) in got.entries {
             keep(key, at, value);
         }
     }
@@ -253,14 +445,36 @@ pub fn repair(opts: &Options) -> Result<RepairReport> {
         let mut reader = WalReader::open(fs, &dir.join(&name), n, ReadMode::Salvage)?;
         let mut seq = 0u64;
         loop {
+            let skipped_before = reader.skipped_bytes();
             match reader.next_record() {
                 Ok(Some(rec)) => {
+                    if reader.skipped_bytes() > skipped_before {
+                        lost.range(
+                            Bound::Unbounded,
+                            Bound::Unbounded,
+                            (2, n, seq, 1),
+                            format!(
+                                "{name}: damaged records before record {}: every key \
+                                 not written again after them may have lost its newest version",
+                                seq + 1
+                            ),
+                        );
+                    }
                     seq += 1;
                     keep(rec.key, (2, n, seq, 0), rec.value);
                 }
                 Ok(None) => break,
                 Err(e) if e.is_corruption() => {
                     r.damaged_files.push(describe(&e, dir));
+                    lost.range(
+                        Bound::Unbounded,
+                        Bound::Unbounded,
+                        (2, n, seq, 1),
+                        format!(
+                            "{name}: unreadable after record {seq}: every key not written \
+                             again later may have lost its newest version"
+                        ),
+                    );
                     break;
                 }
                 Err(e) => return Err(e),
@@ -275,11 +489,29 @@ pub fn repair(opts: &Options) -> Result<RepairReport> {
         }
     }
 
+    // 3: keys whose newest version may be in a lost range.
+    for range in &lost.ranges {
+        if is_empty_range(&range.lo, &range.hi) {
+            continue;
+        }
+        let mut count = 0u64;
+        for (_, slot) in newest.range_mut((range.lo.clone(), range.hi.clone())) {
+            if slot.0 < range.at {
+                *slot = (range.at, Slot::Lost(range.why));
+                count += 1;
+            }
+        }
+        r.notes.push(format!(
+            "{}; {count} keys with only older versions left out",
+            lost.why[range.why]
+        ));
+    }
+
     // Blob records that the surviving entries need.
     let needed: HashSet<(u64, u64)> = newest
         .values()
         .filter_map(|(_, v)| match v {
-            Value::Blob(p) => Some((p.file, p.offset)),
+            Slot::Entry(Value::Blob(p)) => Some((p.file, p.offset)),
             _ => None,
         })
         .collect();
@@ -316,7 +548,21 @@ pub fn repair(opts: &Options) -> Result<RepairReport> {
     // 3-4: write the survivors.
     let mut next = max_number + 1;
     let mut out = Outputs::default();
-    let written = write_all(opts, newest, &mut records, &mut next, &mut out, &mut r);
+    let written = write_all(
+        opts,
+        newest,
+        &mut records,
+        &mut next,
+        &mut out,
+        &mut lost,
+        &mut r.salvaged_entries,
+    );
+    for (key, why) in &lost.keys {
+        r.lost_entries += 1;
+        if r.lost_keys.len() < LOST_KEYS_SHOWN {
+            r.lost_keys.push(format!("\"{}\": {why}", show_key(key)));
+        }
+    }
     let manifest_number = next;
     let result = written.and_then(|()| {
         let edit = VersionEdit {
@@ -346,33 +592,38 @@ pub fn repair(opts: &Options) -> Result<RepairReport> {
         .collect();
 
     // 5: move the old files aside, then switch CURRENT.
-    let lost = lost_dir(opts)?;
-    fs.create_dir_all(&lost)
-        .ctx(|| format!("create {}", lost.display()))?;
+    let lost_to = lost_dir(opts)?;
+    fs.create_dir_all(&lost_to)
+        .ctx(|| format!("create {}", lost_to.display()))?;
     for name in &names {
         if name == "CURRENT" {
             continue;
         }
         let from = dir.join(name);
-        let to = lost.join(name);
+        let to = lost_to.join(name);
         fs.rename(&from, &to)
             .ctx(|| format!("move {} to {}", from.display(), to.display()))?;
         r.moved_files.push(name.clone());
     }
     if names.iter().any(|n| n == "CURRENT") {
-        copy_file(opts, &dir.join("CURRENT"), &lost.join("CURRENT"))?;
+        copy_file(opts, &dir.join("CURRENT"), &lost_to.join("CURRENT"))?;
         r.moved_files.push("CURRENT".into());
     }
-    fs.sync_dir(&lost)
-        .ctx(|| format!("sync directory {}", lost.display()))?;
-    if let Some(parent) = lost.parent() {
+    if !lost.keys.is_empty() {
+        let path = lost_to.join(LOST_KEYS_FILE);
+        write_lost_keys(opts, &path, &lost.keys)?;
+        r.lost_keys_file = Some(path);
+    }
+    fs.sync_dir(&lost_to)
+        .ctx(|| format!("sync directory {}", lost_to.display()))?;
+    if let Some(parent) = lost_to.parent() {
         fs.sync_dir(parent)
             .ctx(|| format!("sync directory {}", parent.display()))?;
     }
     fs.sync_dir(dir)
         .ctx(|| format!("sync directory {}", dir.display()))?;
     set_current(fs, dir, &manifest_name(manifest_number))?;
-    r.moved_aside_to = lost;
+    r.moved_aside_to = lost_to;
     tracing::info!(
         dir = %dir.display(),
         salvaged = r.salvaged_entries,
@@ -380,6 +631,32 @@ pub fn repair(opts: &Options) -> Result<RepairReport> {
         "database repaired"
     );
     Ok(r)
+}
+
+/// Writes every lost key, one a line (escaped key, tab, reason), fsynced.
+/// Written in chunks, so the text is never held whole.
+fn write_lost_keys(opts: &Options, path: &std::path::Path, keys: &[(Bytes, String)]) -> Result<()> {
+    /// Bytes buffered before a write.
+    const CHUNK: usize = 1 << 20;
+    let f = opts
+        .fs
+        .open(path, OpenMode::CreateTruncate)
+        .ctx(|| format!("create {}", path.display()))?;
+    let mut buf = String::new();
+    let mut at = 0u64;
+    for (i, (key, why)) in keys.iter().enumerate() {
+        buf.push_str(&show_key(key));
+        buf.push('\t');
+        buf.push_str(why);
+        buf.push('\n');
+        if buf.len() >= CHUNK || i + 1 == keys.len() {
+            f.write_all_at(buf.as_bytes(), at)
+                .ctx(|| format!("write {}", path.display()))?;
+            at += buf.len() as u64;
+            buf.clear();
+        }
+    }
+    f.sync_all().ctx(|| format!("sync {}", path.display()))
 }
 
 /// Files written so far by the rebuild.
@@ -390,25 +667,35 @@ struct Outputs {
     paths: Vec<PathBuf>,
 }
 
-/// Writes every surviving entry to new tables and blob files, fsynced.
+/// Writes every surviving entry to new tables and blob files, fsynced;
+/// records the keys left out in `lost.keys`.
 fn write_all(
     opts: &Options,
-    newest: BTreeMap<Bytes, (Newness, Value)>,
+    newest: BTreeMap<Bytes, (Newness, Slot)>,
     records: &mut HashMap<(u64, u64), (BlobRef, Bytes, Bytes)>,
     next: &mut u64,
     out: &mut Outputs,
-    r: &mut RepairReport,
+    lost: &mut Lost,
+    salvaged: &mut u64,
 ) -> Result<()> {
     let fs = &opts.fs;
     let dir = &opts.dir;
     let level = (NUM_LEVELS - 1) as u32;
     let mut table: Option<TableBuilder> = None;
     let mut blob: Option<BlobWriter> = None;
-    for (key, (_, value)) in newest {
+    for (key, (_, slot)) in newest {
+        let value = match slot {
+            Slot::Lost(why) => {
+                let why = lost.why[why].clone();
+                lost.keys.push((key, why));
+                continue;
+            }
+            Slot::Entry(v) => v,
+        };
         let bytes = match value {
             Value::Tombstone => continue,
             _ if key.is_empty() || key.len() > KEY_LEN_MAX => {
-                lose(r, &key, "invalid key length");
+                lost.keys.push((key, "invalid key length".into()));
                 continue;
             }
             Value::Inline(v) => v,
@@ -417,15 +704,12 @@ fn write_all(
                     v
                 }
                 _ => {
-                    lose(
-                        r,
-                        &key,
-                        &format!(
-                            "its value in {} at offset {} was not salvaged",
-                            blob_name(p.file),
-                            p.offset
-                        ),
+                    let why = format!(
+                        "its value in {} at offset {} was not salvaged",
+                        blob_name(p.file),
+                        p.offset
                     );
+                    lost.keys.push((key, why));
                     continue;
                 }
             },
@@ -460,7 +744,7 @@ fn write_all(
             }
         };
         t.add(&key, &stored)?;
-        r.salvaged_entries += 1;
+        *salvaged += 1;
         if t.estimated_size() >= opts.table_file_size {
             if let Some(t) = table.take() {
                 finish_table(t, level, out)?;
@@ -504,14 +788,6 @@ fn finish_table(t: TableBuilder, level: u32, out: &mut Outputs) -> Result<()> {
         largest: m.largest,
     });
     Ok(())
-}
-
-fn lose(r: &mut RepairReport, key: &[u8], why: &str) {
-    r.lost_entries += 1;
-    if r.lost_keys.len() < LOST_KEYS_MAX {
-        r.lost_keys
-            .push(format!("{:?}: {why}", String::from_utf8_lossy(key)));
-    }
 }
 
 /// `lost/<unix-time>` under the data directory, with a suffix if a repair
