@@ -390,9 +390,12 @@ pub fn repair(opts: &Options) -> Result<RepairReport> {
         }
         // The damaged blocks' key ranges: from the index if the table opens
         // (exact), else from the intact entries around the damage.
-        let by_index = match Table::open(fs, &path, n) {
-            Ok(t) if damaged > 0 => Some(t.unreadable_blocks()?),
-            _ => None,
+        let by_index = match damaged {
+            0 => None,
+            _ => match Table::open(fs, &path, n) {
+                Ok(t) => Some(t.unreadable_blocks()?),
+                Err(_) => None,
+            },
         };
         for (prev, last) in by_index.iter().flatten() {
             let lo = match (prev, entry) {
