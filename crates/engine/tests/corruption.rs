@@ -10,6 +10,11 @@
 //! database's logs end in an end marker, so a flip anywhere in them is
 //! corruption, not a torn write (documented in `wal/mod.rs`).
 //!
+//! Every flip must also be found by `check` (a closed database holds no
+//! byte that is not checked: logs are cut right after their end markers),
+//! and `repair` of the damaged copy must never serve a value that was
+//! overwritten or deleted (a key may be lost, never reverted).
+//!
 //! `ESCABELO_SEED` replays one seed; `ESCABELO_CRASH_ROUNDS` sets the
 //! number of flips per file.
 
@@ -226,6 +231,15 @@ fn flip_and_check(
     fs.corrupt(file, offset, xor).unwrap();
     let opts = small_options(&fs, Durability::Sync);
     let what = format!("{} offset {offset} xor {xor:#04x}", file.display());
+    // `check` sees it.
+    match escabelo_engine::tools::check(&opts) {
+        Ok(report) if report.is_ok() => {
+            return Err(format!("{what}: check found no problem:\n{report}"));
+        }
+        _ => {}
+    }
+    // `repair` of a copy never reverts a key.
+    repair_and_check(b, file, offset, xor, &what)?;
     let db = match Db::open(opts.clone()) {
         Ok(db) => db,
         Err(e) => {
@@ -274,6 +288,49 @@ fn flip_and_check(
     }
     db.close().ok();
     Ok(format!("opened; read errors {errors}/{errors2}/{errors3}"))
+}
+
+/// Repairs a copy of the database with the same flip, reopens it, and
+/// checks that every key holds its last written value or is absent.
+fn repair_and_check(
+    b: &Built,
+    file: &Path,
+    offset: u64,
+    xor: u8,
+    what: &str,
+) -> Result<(), String> {
+    let fs = b.fs.crash(CrashMode::ProcessKill);
+    fs.corrupt(file, offset, xor).unwrap();
+    let opts = small_options(&fs, Durability::Sync);
+    let report =
+        escabelo_engine::tools::repair(&opts).map_err(|e| format!("{what}: repair failed: {e}"))?;
+    let db = Db::open(opts).map_err(|e| format!("{what}: open after repair: {e}"))?;
+    let mut wrong = Vec::new();
+    for k in &b.universe {
+        match db.get(k.as_bytes()) {
+            Ok(None) => {}
+            Ok(Some(v)) if b.model.get(k) == Some(&v.to_vec()) => {}
+            Ok(Some(v)) => wrong.push(format!(
+                "{k}: {} (want {})",
+                describe_value(&v),
+                b.model
+                    .get(k)
+                    .map(|v| describe_value(v))
+                    .unwrap_or("absent".into())
+            )),
+            Err(e) => wrong.push(format!("{k}: read error after repair: {e}")),
+        }
+    }
+    db.close().ok();
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what}: after repair ({} lost), wrong values:\n{}",
+            report.lost_entries,
+            wrong.join("\n")
+        ))
+    }
 }
 
 fn corruption(seed: u64, durability: Durability, flips: usize) {
@@ -325,7 +382,9 @@ fn corruption(seed: u64, durability: Durability, flips: usize) {
             if end == 0 {
                 continue;
             }
-            (end, recs)
+            // Anywhere: the records, the sync points, the end markers (a
+            // closed log ends right after them).
+            (data.len() as u64, recs)
         } else {
             (data.len() as u64, Vec::new())
         };

@@ -425,7 +425,10 @@ impl Committer {
                     let res = match c {
                         Control::Sync => self.sync(),
                         // End the log with its end marker (wal/mod.rs).
-                        Control::Stop => self.sync().and_then(|()| self.wal.seal()),
+                        Control::Stop => self
+                            .sync()
+                            .and_then(|()| self.wal.seal())
+                            .and_then(|()| self.wal.trim_after_seal()),
                         Control::Rotate => self.rotate(),
                     };
                     done(res);

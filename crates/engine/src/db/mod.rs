@@ -18,9 +18,9 @@ pub(crate) mod flush;
 pub(crate) mod gc;
 mod open;
 mod read;
-mod txn;
 #[cfg(test)]
 mod structure_tests;
+mod txn;
 
 pub use read::{KeysIter, ScanIter};
 pub use txn::{Txn, TxnAction, TxnCallback, TxnCond, TxnOp, TxnResult, TXN_OPS_MAX};
@@ -424,6 +424,29 @@ impl DbInner {
         let threads = std::mem::take(&mut *self.threads.lock());
         for t in threads {
             let _ = t.join();
+        }
+        // Frozen segments not yet flushed were sealed when they were
+        // frozen; cut them after their end markers too (see
+        // `WalWriter::trim_after_seal`), so that a closed directory holds no
+        // byte past a log's end.
+        let frozen = self.shared.vs.lock().live_logs.clone();
+        for (n, len) in frozen {
+            let end = len + crate::wal::END_MARKERS_LEN as u64;
+            let path = self.shared.path(&crate::version::log_name(n));
+            if let Ok(f) = self.shared.fs.open(&path, crate::fs::OpenMode::ReadWrite) {
+                if f.len().is_ok_and(|size| size > end) {
+                    let _ = f.set_len(end).and_then(|()| f.sync_all());
+                }
+            }
+        }
+        // Flushed log files kept for reuse are not part of the database:
+        // remove them, so a closed directory holds only live files.
+        let recyclable = std::mem::take(&mut self.shared.vs.lock().recyclable_logs);
+        if !recyclable.is_empty() {
+            for (p, _) in &recyclable {
+                let _ = self.shared.fs.remove_file(p);
+            }
+            let _ = self.shared.fs.sync_dir(&self.shared.dir);
         }
         self.shared.lock.lock().take();
         synced

@@ -506,9 +506,14 @@ fn check_log(
         ));
     }
     if tail.end_copy_damaged {
-        r.notes.push(format!(
+        // Damage all the same: a clean close writes both markers, so bytes
+        // changed after it are reported, even where the records are intact
+        // (the server opens and serves every record; the segment is
+        // discarded at its next flush).
+        ok = false;
+        r.problem(format!(
             "{name}: the copy of the end marker at offset {} is missing or damaged \
-             (harmless: the end marker before it is intact)",
+             (the end marker before it and every record are intact)",
             reader.end_offset() + (crate::wal::END_MARKERS_LEN / 2) as u64
         ));
     }

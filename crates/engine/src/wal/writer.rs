@@ -306,6 +306,29 @@ impl WalWriter {
         self.sync()
     }
 
+    /// After a [`WalWriter::seal`] at a clean close: cuts the file right
+    /// after its end markers, so no byte past the log remains (the zeros of
+    /// preallocation, or an older log's records in a recycled file), and
+    /// any later change to the file is damage that `check` and the next
+    /// open can see. Does nothing if the log could not be sealed.
+    pub fn trim_after_seal(&mut self) -> Result<()> {
+        if self.file.state.failed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let end = self.len + END_MARKERS_LEN as u64;
+        let size = self
+            .file
+            .len()
+            .ctx(|| format!("reading the length of log {}", self.path.display()))?;
+        if size > end {
+            self.file
+                .set_len(end)
+                .and_then(|()| self.file.sync_all())
+                .ctx(|| format!("trimming log {} to {end} bytes", self.path.display()))?;
+        }
+        Ok(())
+    }
+
     /// The open file, so another thread can fdatasync without the writer
     /// (each successful fdatasync is recorded by the next sync point).
     pub fn file(&self) -> Arc<dyn File> {
