@@ -466,7 +466,22 @@ pub fn repair(opts: &Options) -> Result<RepairReport> {
                     seq += 1;
                     keep(rec.key, (2, n, seq, 0), rec.value);
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    // Damage skipped on the way to the end (the last
+                    // records of a sealed log, before its end marker).
+                    if reader.skipped_bytes() > skipped_before {
+                        lost.range(
+                            Bound::Unbounded,
+                            Bound::Unbounded,
+                            (2, n, seq, 1),
+                            format!(
+                                "{name}: damaged records after record {seq}: every key \
+                                 not written again later may have lost its newest version"
+                            ),
+                        );
+                    }
+                    break;
+                }
                 Err(e) if e.is_corruption() => {
                     r.damaged_files.push(describe(&e, dir));
                     lost.range(
