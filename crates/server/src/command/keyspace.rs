@@ -696,7 +696,7 @@ mod tests {
         assert!(c < (1 << 63));
         assert_eq!(t.get(c), p);
         // Forgotten cursors resume at the first bytes of the position.
-        let mut t2 = Cursors::default();
+        let t2 = Cursors::default();
         let fallback = t2.get(c);
         assert_eq!(fallback.key.as_ref(), b"user:");
         assert!(!fallback.exclusive);
