@@ -30,7 +30,7 @@ use crate::reply::Reply;
 use crate::server::stats::Counters;
 use crate::txn::TxnResult;
 use bytes::{Buf, Bytes, BytesMut};
-use escabelo_engine::Db;
+use escabelo_engine::{Db, WriteOp};
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -137,8 +137,27 @@ enum Kind {
     Stream(Option<StreamJob>),
     /// A long reply being produced.
     Streaming(mpsc::Receiver<Bytes>),
+    /// A write or transaction parsed after a read that has not run yet:
+    /// submitted once every read before it has run, so that no read sees
+    /// a write sent after it.
+    Unsubmitted(Option<Plan>),
     /// Close the connection once everything before is sent.
     Close,
+}
+
+impl Kind {
+    /// Entries that read the database when they reach the front.
+    fn reads(&self) -> bool {
+        matches!(
+            self,
+            Kind::Read { .. }
+                | Kind::Front(_)
+                | Kind::Blocking(_)
+                | Kind::Running(_)
+                | Kind::Stream(_)
+                | Kind::Streaming(_)
+        )
+    }
 }
 
 /// A request waiting for its reply, in request order.
@@ -173,6 +192,8 @@ struct Conn {
     queue: VecDeque<Pending>,
     /// Bytes held by queue entries.
     queued_bytes: usize,
+    /// Entries of the queue that read the database ([`Kind::reads`]).
+    reads_pending: usize,
     /// When a first line ending in `\r` stops waiting for a `\n`.
     detect_deadline: Option<Instant>,
     /// The wait above is over.
@@ -209,6 +230,7 @@ pub async fn serve(mut stream: TcpStream, ctx: Context) {
         out: BytesMut::new(),
         queue: VecDeque::new(),
         queued_bytes: 0,
+        reads_pending: 0,
         detect_deadline: None,
         detect_expired: false,
         closing: false,
@@ -410,6 +432,15 @@ impl Conn {
     }
 
     fn push(&mut self, plan: Plan, size: usize, wire: Wire) {
+        if self.reads_pending > 0 && matches!(plan, Plan::Write { .. } | Plan::Txn { .. }) {
+            let size = match &plan {
+                Plan::Write { op, .. } => write_size(op),
+                Plan::Txn { size: t, .. } => size.max(*t),
+                _ => size,
+            };
+            self.enqueue(Kind::Unsubmitted(Some(plan)), size, wire);
+            return;
+        }
         let kind = match plan {
             Plan::Reply(r) => {
                 if self.queue.is_empty() {
@@ -485,12 +516,62 @@ impl Conn {
         self.enqueue(kind, size, wire);
     }
 
+    fn submit_write(&self, op: WriteOp, finish: WriteFinish) -> Kind {
+        let (tx, rx) = oneshot::channel();
+        self.ctx.db.submit(
+            op,
+            Box::new(move |r| {
+                // The connection may be gone; the write stands anyway.
+                let _ = tx.send(r);
+            }),
+        );
+        Kind::Write { rx, finish }
+    }
+
+    fn submit_txn(&self, txn: crate::txn::Txn, finish: TxnFinish) -> Kind {
+        let (tx, rx) = oneshot::channel();
+        crate::txn::submit_txn(
+            &self.ctx.db,
+            txn,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        Kind::Txn {
+            rx,
+            finish: Some(finish),
+        }
+    }
+
+    /// Submits the deferred writes at the front of the queue, up to the
+    /// next entry that reads.
+    fn submit_deferred(&mut self) {
+        for i in 0..self.queue.len() {
+            if self.queue[i].kind.reads() {
+                return;
+            }
+            let plan = match &mut self.queue[i].kind {
+                Kind::Unsubmitted(p) => p.take(),
+                _ => continue,
+            };
+            self.queue[i].kind = match plan {
+                Some(Plan::Write { op, finish }) => self.submit_write(op, finish),
+                Some(Plan::Txn { txn, finish, .. }) => self.submit_txn(txn, finish),
+                // Only writes and transactions are deferred.
+                _ => Kind::Ready(Bytes::new()),
+            };
+        }
+    }
+
     fn enqueue(&mut self, kind: Kind, size: usize, wire: Wire) {
         let size = match &kind {
             Kind::Ready(b) => b.len(),
             _ => size,
         };
         self.queued_bytes += size;
+        if kind.reads() {
+            self.reads_pending += 1;
+        }
         self.queue.push_back(Pending { kind, size, wire });
     }
 
@@ -552,10 +633,15 @@ impl Conn {
                 }
                 // Collected by `complete_front`.
                 Kind::Running(_) | Kind::Streaming(_) => return,
+                Kind::Unsubmitted(_) => {
+                    self.submit_deferred();
+                    continue;
+                }
                 Kind::Close => {
                     self.finished = true;
                     self.queue.clear();
                     self.queued_bytes = 0;
+                    self.reads_pending = 0;
                     return;
                 }
             }
@@ -566,6 +652,10 @@ impl Conn {
     fn pop_front(&mut self) {
         if let Some(p) = self.queue.pop_front() {
             self.queued_bytes -= p.size;
+            if p.kind.reads() {
+                self.reads_pending -= 1;
+                self.submit_deferred();
+            }
         }
     }
 
@@ -597,6 +687,7 @@ impl Conn {
                 self.closing = true;
                 self.queue.clear();
                 self.queued_bytes = 0;
+                self.reads_pending = 0;
                 return;
             }
             Done::Chunk(Some(b)) => {
@@ -606,5 +697,13 @@ impl Conn {
             Done::Chunk(None) => {}
         }
         self.pop_front();
+    }
+}
+
+/// Bytes of key and value a write holds until it is acknowledged.
+fn write_size(op: &WriteOp) -> usize {
+    match op {
+        WriteOp::Put { key, value } => key.len() + value.len(),
+        WriteOp::Delete { key } => key.len(),
     }
 }
