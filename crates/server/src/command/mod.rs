@@ -34,6 +34,8 @@ pub type ReadFinish = fn(&Counters, escabelo_engine::Result<Option<Bytes>>) -> R
 /// Finishes a transaction.
 pub type TxnFinish =
     Box<dyn FnOnce(Result<escabelo_engine::Result<Vec<TxnResult>>, ()>) -> Reply + Send>;
+/// Builds a key command's reply from the results of its ops.
+pub type KeyFinish = Box<dyn FnOnce(&[TxnResult]) -> Reply + Send>;
 /// Work run when a request reaches the front of the queue.
 pub type Job = Box<dyn FnOnce(&Context) -> Reply + Send>;
 /// A producer of a long reply, run on the blocking pool; it writes encoded
@@ -144,7 +146,7 @@ pub struct KeyCmd {
     pub all_or_nothing: bool,
     /// Builds the reply from the results of `ops` (same length, same
     /// order).
-    pub finish: Box<dyn FnOnce(&[TxnResult]) -> Reply + Send>,
+    pub finish: KeyFinish,
 }
 
 impl KeyCmd {

@@ -235,7 +235,7 @@ pub fn mget(c: &mut Call) -> Out {
 }
 
 fn pairs(c: &Call, name: &str) -> Result<Vec<(Bytes, Bytes)>, Reply> {
-    if (c.args.len() - 1) % 2 != 0 {
+    if !(c.args.len() - 1).is_multiple_of(2) {
         return Err(wrong_args(name));
     }
     let mut out = Vec::with_capacity((c.args.len() - 1) / 2);

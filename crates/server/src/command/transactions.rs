@@ -104,7 +104,7 @@ enum Part {
     Reply(Reply),
     Key {
         n: usize,
-        finish: Box<dyn FnOnce(&[crate::txn::TxnResult]) -> Reply + Send>,
+        finish: super::KeyFinish,
     },
 }
 
