@@ -468,6 +468,55 @@ impl Cursors {
     }
 }
 
+/// Scans kept open between `SCAN` calls, so that a scan walks one
+/// engine iterator instead of seeking again at every call.
+pub const LIVE_SCANS_MAX: usize = 8;
+/// An open scan not resumed for this long is dropped (it pins the files
+/// and memtables of its snapshot).
+pub const LIVE_SCAN_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The open scans, by the cursor that resumes them.
+#[derive(Default)]
+pub struct LiveScans {
+    open: Vec<LiveScan>,
+}
+
+struct LiveScan {
+    cursor: u64,
+    within: Vec<u8>,
+    at: std::time::Instant,
+    range: RangeKeys,
+}
+
+impl LiveScans {
+    /// Takes the open scan of `cursor`, if it is kept and was made for the
+    /// same literal prefix.
+    fn take(&mut self, cursor: u64, within: &[u8]) -> Option<RangeKeys> {
+        self.open.retain(|l| l.at.elapsed() < LIVE_SCAN_TTL);
+        let i = self
+            .open
+            .iter()
+            .position(|l| l.cursor == cursor && l.within == within)?;
+        Some(self.open.swap_remove(i).range)
+    }
+
+    fn put(&mut self, cursor: u64, within: &[u8], range: RangeKeys) {
+        self.open.retain(|l| l.at.elapsed() < LIVE_SCAN_TTL);
+        if self.open.len() >= LIVE_SCANS_MAX {
+            // Drop the oldest.
+            if let Some(i) = (0..self.open.len()).min_by_key(|&i| self.open[i].at) {
+                self.open.swap_remove(i);
+            }
+        }
+        self.open.push(LiveScan {
+            cursor,
+            within: within.to_vec(),
+            at: std::time::Instant::now(),
+            range,
+        });
+    }
+}
+
 /// One step of a [`RangeKeys`] walk.
 pub enum Step {
     /// The next key.
@@ -483,8 +532,8 @@ pub enum Step {
 /// `S`, then for each shorter prefix `S[..i]` the keys starting with
 /// `S[..i] + b` for every byte `b > S[i]`. Empty prefixes cost a probe
 /// each; a budget bounds the work of one call.
-pub struct RangeKeys<'a> {
-    db: &'a Db,
+pub struct RangeKeys {
+    db: Db,
     start: Vec<u8>,
     within: usize,
     exclusive: bool,
@@ -494,11 +543,11 @@ pub struct RangeKeys<'a> {
     next_piece: Option<Option<(usize, u16)>>,
 }
 
-impl<'a> RangeKeys<'a> {
+impl RangeKeys {
     /// Keys `>= pos` (or `> pos` if exclusive) that start with `within`.
-    pub fn new(db: &'a Db, pos: &Position, within: &[u8]) -> RangeKeys<'a> {
+    pub fn new(db: &Db, pos: &Position, within: &[u8]) -> RangeKeys {
         let mut r = RangeKeys {
-            db,
+            db: db.clone(),
             start: pos.key.to_vec(),
             within: within.len(),
             exclusive: pos.exclusive,
@@ -637,7 +686,19 @@ pub fn scan(c: &mut Call) -> Out {
                 Err(_) => return Reply::err("cursor table unavailable"),
             }
         };
-        let mut range = RangeKeys::new(&ctx.db, &pos, within);
+        let live = if cursor == 0 {
+            None
+        } else {
+            ctx.info
+                .scans
+                .lock()
+                .ok()
+                .and_then(|mut l| l.take(cursor, within))
+        };
+        let mut range = match live {
+            Some(r) => r,
+            None => RangeKeys::new(&ctx.db, &pos, within),
+        };
         let mut budget = SCAN_PROBES_MAX;
         let mut out = Vec::new();
         let mut bytes = 0;
@@ -676,6 +737,11 @@ pub fn scan(c: &mut Call) -> Out {
                 Err(_) => return Reply::err("cursor table unavailable"),
             },
         };
+        if cursor != 0 {
+            if let Ok(mut l) = ctx.info.scans.lock() {
+                l.put(cursor, within, range);
+            }
+        }
         scan_reply(cursor, out)
     })))
 }

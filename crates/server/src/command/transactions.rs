@@ -102,10 +102,7 @@ pub fn queue(ctx: &Context, session: &mut Session, spec: &Spec, args: Vec<Bytes>
 /// How one queued command's reply is made at EXEC.
 enum Part {
     Reply(Reply),
-    Key {
-        n: usize,
-        finish: super::KeyFinish,
-    },
+    Key { n: usize, finish: super::KeyFinish },
 }
 
 /// `EXEC`: runs the block as one transaction.

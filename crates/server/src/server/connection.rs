@@ -73,6 +73,8 @@ pub struct ServerInfo {
     pub run_id: String,
     /// SCAN cursors.
     pub cursors: Mutex<Cursors>,
+    /// SCANs kept open between calls.
+    pub scans: Mutex<crate::command::keyspace::LiveScans>,
     /// The last key count taken for `INFO`.
     pub key_count: Mutex<Option<(Instant, u64)>>,
 }
@@ -91,6 +93,7 @@ impl ServerInfo {
             max_connections,
             run_id,
             cursors: Mutex::new(Cursors::default()),
+            scans: Mutex::new(Default::default()),
             key_count: Mutex::new(None),
         }
     }
