@@ -72,7 +72,7 @@ fn redis_cli() {
     // RESP3.
     let hello = cli(&srv, &["-3", "HELLO", "3"]);
     assert!(hello.contains("proto") && hello.contains('3'), "{hello}");
-    assert_eq!(cli(&srv, &["-3", "GET", "cli:a"]), "\"hello world\"\n");
+    assert_eq!(cli(&srv, &["-3", "GET", "cli:a"]), "hello world\n");
     let info = cli(&srv, &["INFO", "keyspace"]);
     assert!(info.contains("db0:keys=203,expires=0,avg_ttl=0"), "{info}");
     // The text protocol reads what redis-cli wrote.

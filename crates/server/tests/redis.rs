@@ -549,3 +549,58 @@ fn pipelined_resp_keeps_order() {
     c.stream.write_all(&req).unwrap();
     c.expect(&want);
 }
+
+/// MSET and the writes of one EXEC are all or none after `kill -9`: pairs
+/// of keys always written together hold the same value after a restart.
+#[test]
+fn mset_and_exec_are_all_or_none_after_kill9() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let mut srv = Server::start_in(&dir, &[]);
+    let port = srv.port;
+    let writer = std::thread::spawn(move || {
+        let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return;
+        };
+        let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
+        let mut s = s;
+        let mut drain = s.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 65536];
+            while matches!(drain.read(&mut buf), Ok(n) if n > 0) {}
+        });
+        for i in 0u64.. {
+            let j = (i % 20).to_string();
+            let v = format!("{i}-{}", "x".repeat((i % 7) as usize * 300));
+            let mut req = cmd(&[
+                b"MSET",
+                format!("x:{j}").as_bytes(),
+                v.as_bytes(),
+                format!("y:{j}").as_bytes(),
+                v.as_bytes(),
+            ]);
+            req.extend_from_slice(&cmd(&[b"MULTI"]));
+            req.extend_from_slice(&cmd(&[b"SET", format!("p:{j}").as_bytes(), v.as_bytes()]));
+            req.extend_from_slice(&cmd(&[b"SET", format!("q:{j}").as_bytes(), v.as_bytes()]));
+            req.extend_from_slice(&cmd(&[b"EXEC"]));
+            if s.write_all(&req).is_err() {
+                return;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    srv.kill9();
+    let _ = writer.join();
+    let srv = Server::start_in(&dir, &[]);
+    let mut r = Resp::new(&srv);
+    let mut checked = 0;
+    for j in 0..20 {
+        for (a, b) in [("x", "y"), ("p", "q")] {
+            let va = r.call(&["GET", &format!("{a}:{j}")]);
+            let vb = r.call(&["GET", &format!("{b}:{j}")]);
+            assert_eq!(lossy(&va), lossy(&vb), "{a}:{j} and {b}:{j} differ");
+            checked += (va != b"$-1\r\n") as usize;
+        }
+    }
+    assert!(checked > 0, "nothing was written before the kill");
+}
