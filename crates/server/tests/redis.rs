@@ -403,6 +403,13 @@ fn info_and_commands() {
     ] {
         assert!(info.contains(field), "{field} missing in {info}");
     }
+    // The keyspace line is exact right after a write.
+    r.check(&["SET", "k2", "v"], b"+OK\r\n");
+    let ks = lossy(&r.call(&["INFO", "keyspace"]));
+    assert!(ks.contains("db0:keys=2,"), "{ks}");
+    r.check(&["DEL", "k2"], b":1\r\n");
+    let ks = lossy(&r.call(&["INFO", "keyspace"]));
+    assert!(ks.contains("db0:keys=1,"), "{ks}");
     let only = lossy(&r.call(&["info", "server"]));
     assert!(only.contains("# Server") && !only.contains("# Keyspace"));
     let count = lossy(&r.call(&["COMMAND", "COUNT"]));

@@ -418,21 +418,20 @@ fn cpu_times() -> (f64, f64) {
     (t(ru.ru_stime), t(ru.ru_utime))
 }
 
-/// Keys counted at most this often for `INFO` (clients call it on every
-/// connect).
-const INFO_COUNT_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(1);
-
+/// The key count for `INFO` (clients call it on every connect): reused
+/// while no write has completed since it was taken, so it stays exact.
 fn cached_count(ctx: &Context) -> escabelo_engine::Result<u64> {
+    let generation = ctx.counters.mutations.load(Ordering::Acquire);
     if let Ok(g) = ctx.info.key_count.lock() {
         if let Some((at, n)) = *g {
-            if at.elapsed() < INFO_COUNT_MAX_AGE {
+            if at == generation {
                 return Ok(n);
             }
         }
     }
     let n = count_keys(&ctx.db)?;
     if let Ok(mut g) = ctx.info.key_count.lock() {
-        *g = Some((std::time::Instant::now(), n));
+        *g = Some((generation, n));
     }
     Ok(n)
 }
