@@ -34,6 +34,8 @@ pub mod types;
 pub mod version;
 pub mod wal;
 
-pub use db::{Db, Stats, WriteOp};
+pub use db::{
+    Db, Stats, Txn, TxnAction, TxnCallback, TxnCond, TxnOp, TxnResult, WriteOp, TXN_OPS_MAX,
+};
 pub use error::{Error, Result};
 pub use options::{Durability, Options};

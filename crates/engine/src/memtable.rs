@@ -1,10 +1,25 @@
-//! The memtable: an ordered, concurrent in-memory map holding the newest
-//! version of each recently written key.
+//! The memtable: an ordered, concurrent in-memory map holding the recently
+//! written versions of each key.
 //!
 //! Only the commit thread inserts (so "read the old entry, then replace it"
 //! is race-free); any thread may read. Each memtable belongs to exactly one
 //! log segment (`log_number`): once the memtable is flushed to a table
 //! file, that segment is no longer needed.
+//!
+//! # Versions and snapshots
+//!
+//! Every entry carries the write sequence number of the batch that wrote it
+//! (see `Shared::seq`). A key maps to a chain of its versions, newest first;
+//! an insert prepends to the chain. A reader with a snapshot sequence number
+//! `S` sees, for each key, the newest version with `seq <= S`, and does not
+//! see the key at all if every version is newer. Versions of one batch share
+//! its sequence number, which is published only after the whole batch is in
+//! the memtable, so a snapshot never sees half a batch. Readers that want
+//! the newest state (the commit thread itself) use [`SEQ_LATEST`].
+//!
+//! Old versions stay until the memtable is flushed; each is charged to
+//! [`Memtable::size`], so the memtable is still bounded by its size limit.
+//! A flush writes only the newest version of each key.
 
 use crate::types::Value;
 use bytes::Bytes;
@@ -13,14 +28,40 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-/// Bytes charged per entry on top of key and value, for the skiplist node.
+/// Bytes charged per key on top of key and value, for the skiplist node.
 pub const ENTRY_OVERHEAD: usize = 48;
+/// Bytes charged per additional version of a key.
+pub const VERSION_OVERHEAD: usize = 32;
+/// A snapshot sequence number that sees every version.
+pub const SEQ_LATEST: u64 = u64::MAX;
 
-/// An ordered in-memory table of newest values.
+/// One version of a key, linked to the older ones.
+#[derive(Debug)]
+struct Version {
+    seq: u64,
+    value: Value,
+    older: Option<Arc<Version>>,
+}
+
+impl Version {
+    /// The newest version visible at `snap`.
+    fn visible(self: &Arc<Version>, snap: u64) -> Option<&Version> {
+        let mut v: &Version = self;
+        loop {
+            if v.seq <= snap {
+                return Some(v);
+            }
+            v = v.older.as_deref()?;
+        }
+    }
+}
+
+/// An ordered in-memory table of recent versions.
 #[derive(Debug)]
 pub struct Memtable {
-    map: SkipMap<Bytes, Value>,
+    map: SkipMap<Bytes, Arc<Version>>,
     size: AtomicU64,
     log_number: u64,
     /// Bytes of blob records that entries replaced in this memtable pointed
@@ -49,7 +90,7 @@ impl Memtable {
         self.size.load(Ordering::Relaxed)
     }
 
-    /// Number of entries.
+    /// Number of distinct keys.
     pub fn len(&self) -> usize {
         self.map.len()
     }
@@ -59,46 +100,66 @@ impl Memtable {
         self.map.is_empty()
     }
 
-    /// Inserts or replaces; must only be called by one thread at a time.
-    pub fn insert(&self, key: Bytes, value: Value) {
-        let add = (key.len() + value.encoded_len() + ENTRY_OVERHEAD) as u64;
-        if let Some(old) = self.map.get(&key) {
-            let old_value = old.value();
-            let sub = (key.len() + old_value.encoded_len() + ENTRY_OVERHEAD) as u64;
-            if let Value::Blob(r) = old_value {
-                *self.blob_garbage.lock().entry(r.file).or_insert(0) += u64::from(r.len);
+    /// Adds a version of `key` written by the batch with sequence number
+    /// `seq`; must only be called by one thread at a time, with
+    /// non-decreasing `seq`.
+    pub fn insert(&self, key: Bytes, value: Value, seq: u64) {
+        let older = self.map.get(&key).map(|e| e.value().clone());
+        let add = match &older {
+            Some(old) => {
+                if let Value::Blob(r) = &old.value {
+                    *self.blob_garbage.lock().entry(r.file).or_insert(0) += u64::from(r.len);
+                }
+                debug_assert!(old.seq <= seq, "memtable versions out of order");
+                value.encoded_len() + VERSION_OVERHEAD
             }
-            self.size.fetch_sub(sub.min(self.size()), Ordering::Relaxed);
-        }
-        self.map.insert(key, value);
-        self.size.fetch_add(add, Ordering::Relaxed);
+            None => key.len() + value.encoded_len() + ENTRY_OVERHEAD,
+        };
+        self.map
+            .insert(key, Arc::new(Version { seq, value, older }));
+        self.size.fetch_add(add as u64, Ordering::Relaxed);
     }
 
-    /// The newest entry for `key` (a tombstone included).
-    pub fn get(&self, key: &[u8]) -> Option<Value> {
-        self.map.get(key).map(|e| e.value().clone())
+    /// The newest entry for `key` (a tombstone included) visible at `snap`.
+    pub fn get(&self, key: &[u8], snap: u64) -> Option<Value> {
+        let e = self.map.get(key)?;
+        e.value().visible(snap).map(|v| v.value.clone())
     }
 
-    /// Up to `max` entries with keys after `after` (or from the start), in
-    /// order. Used by iterators, which cannot borrow the map across calls.
-    pub fn entries_from(&self, start: Bound<&[u8]>, max: usize) -> Vec<(Bytes, Value)> {
+    /// Entries visible at `snap` with keys from `start` on, in order: up to
+    /// `max` keys are examined. Returns the entries and the last key
+    /// examined (where the next call continues), or `None` as that key when
+    /// the end was reached. Used by iterators, which cannot borrow the map
+    /// across calls.
+    pub fn entries_from(
+        &self,
+        start: Bound<&[u8]>,
+        max: usize,
+        snap: u64,
+    ) -> (Vec<(Bytes, Value)>, Option<Bytes>) {
         let mut out = Vec::with_capacity(max.min(256));
         let mut cur = self.map.lower_bound(start);
+        let mut examined = 0;
+        let mut last: Option<Bytes> = None;
         while let Some(e) = cur {
-            if out.len() >= max {
-                break;
+            if examined >= max {
+                return (out, last);
             }
-            out.push((e.key().clone(), e.value().clone()));
+            examined += 1;
+            if let Some(v) = e.value().visible(snap) {
+                out.push((e.key().clone(), v.value.clone()));
+            }
+            last = Some(e.key().clone());
             cur = e.next();
         }
-        out
+        (out, None)
     }
 
-    /// Every entry in key order (for flush).
+    /// The newest version of every key, in key order (for flush).
     pub fn iter(&self) -> impl Iterator<Item = (Bytes, Value)> + '_ {
         self.map
             .iter()
-            .map(|e| (e.key().clone(), e.value().clone()))
+            .map(|e| (e.key().clone(), e.value().value.clone()))
     }
 
     /// Blob garbage recorded by replacements inside this memtable.
@@ -118,20 +179,26 @@ mod tests {
         m.insert(
             Bytes::from_static(b"b"),
             Value::Inline(Bytes::from_static(b"1")),
+            1,
         );
         let s1 = m.size();
-        m.insert(
-            Bytes::from_static(b"b"),
-            Value::Inline(Bytes::from_static(b"22")),
-        );
-        assert_eq!(m.size(), s1 + 1);
-        m.insert(Bytes::from_static(b"a"), Value::Tombstone);
+        let v2 = Value::Inline(Bytes::from_static(b"22"));
+        let add = (v2.encoded_len() + VERSION_OVERHEAD) as u64;
+        m.insert(Bytes::from_static(b"b"), v2, 2);
+        // The older version is kept (a snapshot may need it).
+        assert_eq!(m.size(), s1 + add);
+        m.insert(Bytes::from_static(b"a"), Value::Tombstone, 3);
         assert_eq!(m.len(), 2);
-        assert_eq!(m.get(b"a"), Some(Value::Tombstone));
-        let all = m.entries_from(Bound::Unbounded, 10);
+        assert_eq!(m.get(b"a", SEQ_LATEST), Some(Value::Tombstone));
+        let (all, more) = m.entries_from(Bound::Unbounded, 10, SEQ_LATEST);
         assert_eq!(all[0].0, Bytes::from_static(b"a"));
-        let after = m.entries_from(Bound::Excluded(b"a"), 10);
+        assert!(more.is_none());
+        let (after, _) = m.entries_from(Bound::Excluded(b"a"), 10, SEQ_LATEST);
         assert_eq!(after.len(), 1);
+        assert_eq!(after[0].1, Value::Inline(Bytes::from_static(b"22")));
+        let newest: Vec<_> = m.iter().collect();
+        assert_eq!(newest.len(), 2);
+        assert_eq!(newest[1].1, Value::Inline(Bytes::from_static(b"22")));
     }
 
     #[test]
@@ -143,8 +210,39 @@ mod tests {
             len: 500,
             checksum: 1,
         };
-        m.insert(Bytes::from_static(b"k"), Value::Blob(r));
-        m.insert(Bytes::from_static(b"k"), Value::Tombstone);
+        m.insert(Bytes::from_static(b"k"), Value::Blob(r), 1);
+        m.insert(Bytes::from_static(b"k"), Value::Tombstone, 2);
         assert_eq!(m.blob_garbage().get(&9), Some(&500));
+    }
+
+    #[test]
+    fn snapshot_sees_the_versions_of_its_time() {
+        let m = Memtable::new(1);
+        let v = |s: &'static [u8]| Value::Inline(Bytes::from_static(s));
+        m.insert(Bytes::from_static(b"k"), v(b"1"), 5);
+        m.insert(Bytes::from_static(b"k"), v(b"2"), 7);
+        m.insert(Bytes::from_static(b"n"), v(b"new"), 9);
+        assert_eq!(m.get(b"k", 4), None);
+        assert_eq!(m.get(b"k", 5), Some(v(b"1")));
+        assert_eq!(m.get(b"k", 6), Some(v(b"1")));
+        assert_eq!(m.get(b"k", 7), Some(v(b"2")));
+        assert_eq!(m.get(b"n", 8), None);
+        let (at8, _) = m.entries_from(Bound::Unbounded, 10, 8);
+        assert_eq!(at8, vec![(Bytes::from_static(b"k"), v(b"2"))]);
+    }
+
+    #[test]
+    fn entries_from_continues_after_the_last_examined_key() {
+        let m = Memtable::new(1);
+        for (i, k) in [b"a", b"b", b"c", b"d"].iter().enumerate() {
+            m.insert(Bytes::from_static(*k), Value::Tombstone, 10 + i as u64);
+        }
+        // At snapshot 11 only a and b are visible; chunks of 2 keys.
+        let (first, more) = m.entries_from(Bound::Unbounded, 2, 11);
+        assert_eq!(first.len(), 2);
+        assert_eq!(more, Some(Bytes::from_static(b"b")));
+        let (second, more) = m.entries_from(Bound::Excluded(b"b"), 2, 11);
+        assert!(second.is_empty());
+        assert_eq!(more, None);
     }
 }

@@ -77,6 +77,11 @@ pub struct Options {
     /// `amplification` example: at 0.10, 2.60x total write amplification;
     /// at 0.25, 2.46x, with space 1.015x uniform and 1.077x skewed).
     pub blob_gc_threshold: f64,
+    /// Collect blob files in the background as soon as they are due. When
+    /// false, only [`crate::Db::compact`] collects (for callers that
+    /// schedule the work themselves, and for tests that need to choose the
+    /// moment).
+    pub blob_gc_background: bool,
     /// Target size of a table file written by compaction.
     pub table_file_size: u64,
     /// Number of level-0 files that triggers a compaction.
@@ -110,6 +115,7 @@ impl Options {
             blob_threshold: Some(1024),
             blob_file_size: 64 * 1024 * 1024,
             blob_gc_threshold: 0.25,
+            blob_gc_background: true,
             table_file_size: 16 * 1024 * 1024,
             l0_compaction_trigger: 4,
             l0_slowdown: 12,

@@ -284,20 +284,21 @@ pub struct SuperVersion {
 }
 
 impl SuperVersion {
-    /// The newest entry for `key` in memtables then tables.
-    pub fn get_raw(&self, key: &[u8]) -> Result<Option<Value>> {
-        if let Some(v) = self.get_mem(key) {
+    /// The entry for `key` visible at snapshot `snap` (see
+    /// [`crate::memtable`]), in memtables then tables.
+    pub fn get_raw(&self, key: &[u8], snap: u64) -> Result<Option<Value>> {
+        if let Some(v) = self.get_mem(key, snap) {
             return Ok(Some(v));
         }
         self.version.get(key)
     }
 
-    /// The newest entry for `key` in the memtables only.
-    pub fn get_mem(&self, key: &[u8]) -> Option<Value> {
-        if let Some(v) = self.mem.get(key) {
+    /// The entry for `key` visible at snapshot `snap`, in the memtables only.
+    pub fn get_mem(&self, key: &[u8], snap: u64) -> Option<Value> {
+        if let Some(v) = self.mem.get(key, snap) {
             return Some(v);
         }
-        self.imms.iter().find_map(|m| m.get(key))
+        self.imms.iter().find_map(|m| m.get(key, snap))
     }
 }
 

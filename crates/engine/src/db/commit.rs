@@ -8,6 +8,12 @@
 //! invalidates the cache and acknowledges every request. While it does,
 //! the next batch gathers in the queue.
 //!
+//! Order: the queue is first in, first out, and whoever commits takes its
+//! batch from the front of the queue only while holding the log (the
+//! `committer` lock), and commits it before letting go. So batches reach
+//! the log, the memtable and the callbacks in queue order, and the
+//! requests one thread submits apply in the order it submitted them.
+//!
 //! Who commits:
 //! - in `os` mode, the submitting thread itself when the log is free (it
 //!   becomes the leader and also commits what others queued meanwhile), so
@@ -22,12 +28,14 @@
 //! level-0 tables, batches are first delayed by a millisecond each, then
 //! held until the flush or compaction catches up.
 
+use super::txn::{self, Txn, TxnCallback, TxnResult};
 use super::{Shared, WriteCallback, WriteOp};
 use crate::error::{Error, Result};
-use crate::memtable::Memtable;
+use crate::memtable::{Memtable, SEQ_LATEST};
 use crate::options::Durability;
 use crate::types::{BlobRef, Value};
 use crate::version::log_name;
+use crate::version::SuperVersion;
 use crate::wal::{encode_record, WalWriter};
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
@@ -71,6 +79,7 @@ enum Request {
         new: BlobRef,
         done: WriteCallback,
     },
+    Txn(Txn, TxnCallback),
     Control(Control, ControlCallback),
 }
 
@@ -80,6 +89,7 @@ impl Request {
             Request::Write(WriteOp::Put { key, value }, _) => key.len() + value.len() + 16,
             Request::Write(WriteOp::Delete { key }, _) => key.len() + 16,
             Request::GcMove { key, .. } => key.len() + 40,
+            Request::Txn(t, _) => t.bytes(),
             Request::Control(..) => 0,
         }
     }
@@ -208,6 +218,11 @@ impl CommitHandle {
         self.push(Request::Write(op, done));
     }
 
+    /// Submits a transaction, ordered with writes.
+    pub fn submit_txn(&self, t: Txn, done: TxnCallback) {
+        self.push(Request::Txn(t, done));
+    }
+
     /// Submits a garbage-collection move: point `key` at `new` if it still
     /// points at `old`. The outcome says whether it did.
     pub fn gc_move(&self, key: Bytes, old: BlobRef, new: BlobRef, done: WriteCallback) {
@@ -297,15 +312,24 @@ pub(crate) fn start(
 /// The commit thread.
 fn run(p: &Pipeline) {
     loop {
-        let (batch, rotate) = {
+        {
             let mut q = p.queue.lock();
             while q.requests.is_empty() && !q.rotate_wanted {
                 p.wake.wait_for(&mut q, IDLE_POLL);
             }
+        }
+        // The batch is taken only once the log is ours: a leader holding it
+        // may commit requests queued after the ones we would have taken,
+        // and those must not reach the log first.
+        let mut c = p.committer.lock();
+        let (batch, rotate) = {
+            let mut q = p.queue.lock();
             let rotate = std::mem::take(&mut q.rotate_wanted);
             (Pipeline::take_batch(&mut q, false), rotate)
         };
-        let mut c = p.committer.lock();
+        if batch.is_empty() && !rotate {
+            continue;
+        }
         if rotate {
             if let Err(e) = c.rotate() {
                 tracing::error!(error = %e, "could not start a new log segment");
@@ -331,12 +355,61 @@ struct Committer {
     buf: Vec<u8>,
 }
 
-/// A decided write: what goes to the memtable, and who to tell.
-struct Decided {
-    key: Bytes,
-    value: Option<Value>,
-    outcome: bool,
-    done: WriteCallback,
+/// A decided request: what goes to the memtable, and who to tell.
+enum Decided {
+    One {
+        key: Bytes,
+        value: Option<Value>,
+        outcome: bool,
+        done: WriteCallback,
+    },
+    Txn {
+        writes: Vec<(Bytes, Value)>,
+        results: Vec<TxnResult>,
+        done: TxnCallback,
+    },
+}
+
+impl Decided {
+    fn fail(self, e: &Error) {
+        match self {
+            Decided::One { done, .. } => done(Err(dup_error(e))),
+            Decided::Txn { done, .. } => done(Err(dup_error(e))),
+        }
+    }
+}
+
+/// The newest state as the committer sees it: the writes decided earlier
+/// in the batch, then the memtables and tables.
+struct CommitState<'a> {
+    overlay: &'a HashMap<Bytes, Value>,
+    sv: &'a SuperVersion,
+}
+
+impl CommitState<'_> {
+    fn current(&self, key: &Bytes) -> Result<Option<Value>> {
+        match self.overlay.get(key) {
+            Some(v) => Ok(Some(v.clone())),
+            None => self.sv.get_raw(key, SEQ_LATEST),
+        }
+    }
+}
+
+impl txn::State for CommitState<'_> {
+    fn entry(&mut self, key: &[u8]) -> Result<Option<Value>> {
+        match self.overlay.get(key) {
+            Some(v) => Ok(Some(v.clone())),
+            None => self.sv.get_raw(key, SEQ_LATEST),
+        }
+    }
+
+    fn bytes(&mut self, key: &[u8], v: &Value) -> Result<Bytes> {
+        match v {
+            Value::Inline(b) => Ok(b.clone()),
+            Value::Blob(r) => self.sv.version.read_blob(r, key),
+            Value::Tombstone => Ok(Bytes::new()),
+        }
+    }
 }
 
 impl Committer {
@@ -387,8 +460,10 @@ impl Committer {
         }
     }
 
+    /// fdatasyncs every log segment written since the last sync: the ones
+    /// frozen meanwhile (see [`sync_frozen`]), then the current one.
     fn sync(&mut self) -> Result<()> {
-        let r = self.wal.sync();
+        let r = sync_frozen(&self.shared).and_then(|()| self.wal.sync());
         self.shared
             .counters
             .wal_syncs
@@ -422,42 +497,69 @@ impl Committer {
         let mut user_bytes = 0u64;
         self.buf.clear();
         for w in writes {
-            let (key, value, outcome, done) = match w {
+            let state = CommitState {
+                overlay: &overlay,
+                sv: &sv,
+            };
+            let d = match w {
                 Request::Write(WriteOp::Put { key, value }, done) => {
                     user_bytes += (key.len() + value.len()) as u64;
-                    (key, Some(Value::Inline(value)), true, done)
-                }
-                Request::Write(WriteOp::Delete { key }, done) => {
-                    let current = match overlay.get(&key) {
-                        Some(v) => Ok(Some(v.clone())),
-                        None => sv.get_raw(&key),
-                    };
-                    match current {
-                        Ok(Some(Value::Inline(_) | Value::Blob(_))) => {
-                            (key, Some(Value::Tombstone), true, done)
-                        }
-                        Ok(_) => (key, None, false, done),
-                        Err(e) => {
-                            done(Err(e));
-                            continue;
-                        }
+                    Decided::One {
+                        key,
+                        value: Some(Value::Inline(value)),
+                        outcome: true,
+                        done,
                     }
                 }
+                Request::Write(WriteOp::Delete { key }, done) => match state.current(&key) {
+                    Ok(Some(Value::Inline(_) | Value::Blob(_))) => Decided::One {
+                        key,
+                        value: Some(Value::Tombstone),
+                        outcome: true,
+                        done,
+                    },
+                    Ok(_) => Decided::One {
+                        key,
+                        value: None,
+                        outcome: false,
+                        done,
+                    },
+                    Err(e) => {
+                        done(Err(e));
+                        continue;
+                    }
+                },
                 Request::GcMove {
                     key,
                     old,
                     new,
                     done,
-                } => {
-                    let current = match overlay.get(&key) {
-                        Some(v) => Ok(Some(v.clone())),
-                        None => sv.get_raw(&key),
-                    };
-                    match current {
-                        Ok(Some(Value::Blob(r))) if r == old => {
-                            (key, Some(Value::Blob(new)), true, done)
-                        }
-                        Ok(_) => (key, None, false, done),
+                } => match state.current(&key) {
+                    Ok(Some(Value::Blob(r))) if r == old => Decided::One {
+                        key,
+                        value: Some(Value::Blob(new)),
+                        outcome: true,
+                        done,
+                    },
+                    Ok(_) => Decided::One {
+                        key,
+                        value: None,
+                        outcome: false,
+                        done,
+                    },
+                    Err(e) => {
+                        done(Err(e));
+                        continue;
+                    }
+                },
+                Request::Txn(t, done) => {
+                    let mut state = state;
+                    match txn::evaluate(&t, &mut state, self.shared.opts.value_len_max) {
+                        Ok((writes, results)) => Decided::Txn {
+                            writes,
+                            results,
+                            done,
+                        },
                         Err(e) => {
                             done(Err(e));
                             continue;
@@ -466,18 +568,29 @@ impl Committer {
                 }
                 Request::Control(..) => continue,
             };
-            if let Some(v) = &value {
-                encode_record(&mut self.buf, log_number, &key, v);
-                if needs_lookup {
-                    overlay.insert(key.clone(), v.clone());
+            match &d {
+                Decided::One {
+                    key,
+                    value: Some(v),
+                    ..
+                } => {
+                    encode_record(&mut self.buf, log_number, key, v);
+                    if needs_lookup {
+                        overlay.insert(key.clone(), v.clone());
+                    }
+                }
+                Decided::One { value: None, .. } => {}
+                Decided::Txn { writes, .. } => {
+                    for (key, v) in writes {
+                        if let Value::Inline(b) = v {
+                            user_bytes += (key.len() + b.len()) as u64;
+                        }
+                        encode_record(&mut self.buf, log_number, key, v);
+                        overlay.insert(key.clone(), v.clone());
+                    }
                 }
             }
-            decided.push(Decided {
-                key,
-                value,
-                outcome,
-                done,
-            });
+            decided.push(d);
         }
         if !self.buf.is_empty() {
             let mut res = self.wal.append(&self.buf);
@@ -486,7 +599,7 @@ impl Committer {
             }
             if let Err(e) = res {
                 for d in decided {
-                    (d.done)(Err(dup_error(&e)));
+                    d.fail(&e);
                 }
                 return false;
             }
@@ -497,23 +610,48 @@ impl Committer {
                 .fetch_add(user_bytes, Ordering::Relaxed);
             c.wal_bytes.store(self.wal.len(), Ordering::Relaxed);
         }
-        // Apply, then publish the new sequence number, then invalidate:
-        // see the cache module for why this order is safe.
+        // Apply with the batch's sequence number, then publish it, then
+        // invalidate: see the memtable and cache modules for why this order
+        // is safe. Only the committer changes `seq`, under the log lock.
         let mem = sv.mem.clone();
+        let seq = self.shared.seq.load(Ordering::SeqCst) + 1;
         for d in &decided {
-            if let Some(v) = &d.value {
-                mem.insert(d.key.clone(), v.clone());
+            match d {
+                Decided::One {
+                    key,
+                    value: Some(v),
+                    ..
+                } => mem.insert(key.clone(), v.clone(), seq),
+                Decided::One { value: None, .. } => {}
+                Decided::Txn { writes, .. } => {
+                    for (key, v) in writes {
+                        mem.insert(key.clone(), v.clone(), seq);
+                    }
+                }
             }
         }
-        let seq = self.shared.seq.fetch_add(1, Ordering::SeqCst) + 1;
+        self.shared.seq.store(seq, Ordering::SeqCst);
         *self.shared.last_write.lock() = std::time::Instant::now();
         for d in &decided {
-            if d.value.is_some() {
-                self.shared.cache.invalidate(&d.key, seq);
+            match d {
+                Decided::One {
+                    key,
+                    value: Some(_),
+                    ..
+                } => self.shared.cache.invalidate(key, seq),
+                Decided::One { value: None, .. } => {}
+                Decided::Txn { writes, .. } => {
+                    for (key, _) in writes {
+                        self.shared.cache.invalidate(key, seq);
+                    }
+                }
             }
         }
         for d in decided {
-            (d.done)(Ok(d.outcome));
+            match d {
+                Decided::One { outcome, done, .. } => done(Ok(outcome)),
+                Decided::Txn { results, done, .. } => done(Ok(results)),
+            }
         }
         let limit = self.shared.opts.memtable_size as u64;
         mem.size() >= limit || self.wal.len() >= limit
@@ -562,8 +700,8 @@ impl Committer {
             return Ok(());
         }
         // No sync here: in `sync` mode every acknowledged record is already
-        // durable, and in `os` mode the sync thread syncs the previous
-        // segment once more (see `start_syncer`).
+        // durable, and in `os` mode the old segment joins the list of
+        // frozen segments that the next sync covers (see `sync_frozen`).
         let (number, recycle) = {
             let mut vs = self.shared.vs.lock();
             (vs.new_file_number(), vs.recyclable_logs.pop())
@@ -585,7 +723,10 @@ impl Committer {
             recycle.as_ref().map(|(p, _)| p.as_path()),
         )?;
         let old = std::mem::replace(&mut self.wal, wal);
-        *self.shared.wal_file_prev.lock() = Some(old.file());
+        if o.durability == Durability::Os {
+            // In `sync` mode every record of it is durable already.
+            self.shared.wal_unsynced.lock().push(old.file());
+        }
         *self.shared.wal_file.lock() = Some(self.wal.file());
         {
             let mut vs = self.shared.vs.lock();
@@ -603,8 +744,23 @@ impl Committer {
 fn fail_request(r: Request, e: &Error) {
     match r {
         Request::Write(_, done) | Request::GcMove { done, .. } => done(Err(dup_error(e))),
+        Request::Txn(_, done) => done(Err(dup_error(e))),
         Request::Control(_, done) => done(Err(dup_error(e))),
     }
+}
+
+/// fdatasyncs the log segments frozen since the last sync (`os` mode).
+///
+/// The list stays locked while they are synced, so a sync that finds it
+/// empty knows that none is still being synced by another thread.
+fn sync_frozen(shared: &Shared) -> Result<()> {
+    let mut frozen = shared.wal_unsynced.lock();
+    while let Some(f) = frozen.first() {
+        f.sync_data()
+            .map_err(|e| Error::io("sync frozen log segment", e))?;
+        frozen.remove(0);
+    }
+    Ok(())
 }
 
 /// The sync thread of `os` mode: fdatasyncs the log every interval.
@@ -616,17 +772,18 @@ pub(crate) fn start_syncer(shared: Arc<Shared>) -> Result<std::thread::JoinHandl
             let mut vs = shared.vs.lock();
             while !shared.shutdown.load(Ordering::Acquire) {
                 shared.bg_cv.wait_for(&mut vs, interval);
-                // The segment being written, and once the one before it
-                // (frozen since the last round).
-                let prev = shared.wal_file_prev.lock().take();
-                let file = shared.wal_file.lock().clone();
                 drop(vs);
-                for f in prev.into_iter().chain(file) {
-                    if let Err(e) = f.sync_data() {
-                        shared.set_fatal(format!("log sync failed: {e}"));
-                    }
-                    shared.counters.wal_syncs.fetch_add(1, Ordering::Relaxed);
+                // Every segment frozen since the last round, then the one
+                // being written.
+                let file = shared.wal_file.lock().clone();
+                let r = sync_frozen(&shared).and_then(|()| match file {
+                    Some(f) => f.sync_data().map_err(|e| Error::io("sync log", e)),
+                    None => Ok(()),
+                });
+                if let Err(e) = r {
+                    shared.set_fatal(format!("log sync failed: {e}"));
                 }
+                shared.counters.wal_syncs.fetch_add(1, Ordering::Relaxed);
                 vs = shared.vs.lock();
             }
         })

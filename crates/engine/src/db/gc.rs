@@ -50,6 +50,9 @@ pub(crate) fn start(
                 }
                 shared.bg_cv.wait_for(&mut vs, TICK);
             }
+            if !shared.opts.blob_gc_background {
+                continue;
+            }
             loop {
                 if shared.shutdown.load(Ordering::Acquire) || shared.closing.load(Ordering::Acquire)
                 {
@@ -93,7 +96,9 @@ pub(crate) fn pick(v: &Version, threshold: f64) -> Option<u64> {
 /// Rewrites blob file `number`.
 pub(crate) fn run(shared: &Arc<Shared>, commit: &CommitHandle, number: u64) -> Result<()> {
     let start = std::time::Instant::now();
-    let sv = shared.super_version();
+    // Liveness is judged on a published snapshot, never on a batch still
+    // being applied (see `Shared::snapshot`).
+    let (sv, snap) = shared.snapshot();
     let Some(file) = sv.version.blobs.get(&number).cloned() else {
         return Ok(());
     };
@@ -104,7 +109,7 @@ pub(crate) fn run(shared: &Arc<Shared>, commit: &CommitHandle, number: u64) -> R
     let copied = (|| -> Result<()> {
         for rec in file.reader.iter() {
             let (old_ref, key, value) = rec?;
-            let live = matches!(sv.get_raw(&key)?, Some(Value::Blob(r)) if r == old_ref);
+            let live = matches!(sv.get_raw(&key, snap)?, Some(Value::Blob(r)) if r == old_ref);
             if !live {
                 continue;
             }

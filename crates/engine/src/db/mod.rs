@@ -18,8 +18,10 @@ pub(crate) mod flush;
 pub(crate) mod gc;
 mod open;
 mod read;
+mod txn;
 
 pub use read::{KeysIter, ScanIter};
+pub use txn::{Txn, TxnAction, TxnCallback, TxnCond, TxnOp, TxnResult, TXN_OPS_MAX};
 
 use crate::blob::BlobReader;
 use crate::cache::ValueCache;
@@ -170,8 +172,9 @@ pub(crate) struct Shared {
     pub closing: AtomicBool,
     /// The log file being written, for the sync thread.
     pub wal_file: Mutex<Option<Arc<dyn File>>>,
-    /// The log file frozen last, until the sync thread has synced it.
-    pub wal_file_prev: Mutex<Option<Arc<dyn File>>>,
+    /// `os` mode: log segments frozen since the last sync, oldest first.
+    /// Every sync (the sync thread's, and [`Db::sync`]) syncs them all.
+    pub wal_unsynced: Mutex<Vec<Arc<dyn File>>>,
     /// The last flush failure, while flushes keep failing (a full disk).
     pub flush_error: Mutex<Option<Error>>,
     /// When the last write was applied, for flushing an idle memtable.
@@ -187,6 +190,28 @@ pub(crate) struct Shared {
 impl Shared {
     pub fn super_version(&self) -> Arc<SuperVersion> {
         self.sv.read().clone()
+    }
+
+    /// A consistent snapshot: a super-version and the write sequence number
+    /// that were current at one instant.
+    ///
+    /// Why this is enough for a reader (see also [`crate::memtable`]): every
+    /// blob file a visible memtable entry points to was added to the
+    /// version before that entry's batch was published (collection installs
+    /// its output before it submits the moves), and is removed only after a
+    /// newer batch (the moves away from it, or the overwrites that made it
+    /// dead) was published. So the pinned version holds every file the
+    /// entries visible at the sequence number can point to.
+    pub fn snapshot(&self) -> (Arc<SuperVersion>, u64) {
+        loop {
+            let sv = self.super_version();
+            let seq = self.seq.load(Ordering::SeqCst);
+            // Still current after the sequence number was read: the pair
+            // was current together at that read.
+            if Arc::ptr_eq(&sv, &self.sv.read()) {
+                return (sv, seq);
+            }
+        }
     }
 
     /// Publishes the memtables and version in `vs` to readers.
@@ -398,6 +423,45 @@ impl Db {
             return;
         }
         self.inner.commit.submit(op, done);
+    }
+
+    /// Submits a transaction (see [`Txn`]); `done` runs (on the commit
+    /// thread) once it is acknowledged or has failed. Ordered with
+    /// [`Db::submit`]: one thread's writes and transactions apply in
+    /// submission order.
+    pub fn submit_txn(&self, t: Txn, done: TxnCallback) {
+        let shared = &self.inner.shared;
+        if let Err(e) = t
+            .validate(|k, v| self.validate(k, v))
+            .and_then(|_| shared.check_writable())
+        {
+            done(Err(e));
+            return;
+        }
+        self.inner.commit.submit_txn(t, done);
+    }
+
+    /// Runs a transaction, blocking until it is acknowledged.
+    pub fn txn(&self, t: Txn) -> Result<Vec<TxnResult>> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.submit_txn(
+            t,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        rx.recv().unwrap_or(Err(Error::Closed))
+    }
+
+    /// The exact number of live keys, counted on a snapshot (reads every
+    /// key: O(keys)).
+    pub fn count_keys(&self) -> Result<u64> {
+        let mut n = 0u64;
+        for k in self.keys()? {
+            k?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     fn submit_wait(&self, op: WriteOp) -> Result<bool> {

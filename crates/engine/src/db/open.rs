@@ -157,7 +157,7 @@ pub(super) fn open(opts: Options) -> Result<Db> {
         let mut reader = WalReader::open(&fs, &path, n, ReadMode::Strict)?;
         let mem = Memtable::new(n);
         while let Some(rec) = reader.next_record()? {
-            mem.insert(rec.key, rec.value);
+            mem.insert(rec.key, rec.value, 0);
             records += 1;
         }
         if mem.is_empty() {
@@ -240,7 +240,7 @@ pub(super) fn open(opts: Options) -> Result<Db> {
         shutdown: AtomicBool::new(false),
         closing: AtomicBool::new(false),
         wal_file: Mutex::new(None),
-        wal_file_prev: Mutex::new(None),
+        wal_unsynced: Mutex::new(Vec::new()),
         flush_error: Mutex::new(None),
         last_write: Mutex::new(Instant::now()),
         compaction_lock: Mutex::new(()),

@@ -11,15 +11,14 @@ use crate::iter::{LevelSource, MemSource, MergeIter, Source, TableSource};
 use crate::types::Value;
 use crate::version::SuperVersion;
 use bytes::Bytes;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Reads the current value of `key`.
 pub(super) fn get(shared: &Shared, key: &[u8]) -> Result<Option<Bytes>> {
-    // The sequence number is read before anything else; see crate::cache.
-    let seq = shared.seq.load(Ordering::SeqCst);
-    let sv = shared.super_version();
-    if let Some(v) = sv.get_mem(key) {
+    // The sequence number is read before anything is looked at; see
+    // crate::cache.
+    let (sv, seq) = shared.snapshot();
+    if let Some(v) = sv.get_mem(key, seq) {
         return match v {
             Value::Inline(b) => Ok(Some(b)),
             Value::Blob(r) => sv.version.read_blob(&r, key).map(Some),
@@ -38,11 +37,11 @@ pub(super) fn get(shared: &Shared, key: &[u8]) -> Result<Option<Bytes>> {
     Ok(Some(value))
 }
 
-fn sources(sv: &SuperVersion) -> Vec<Box<dyn Source>> {
+fn sources(sv: &SuperVersion, snap: u64) -> Vec<Box<dyn Source>> {
     let mut s: Vec<Box<dyn Source>> = Vec::new();
-    s.push(Box::new(MemSource::new(sv.mem.clone())));
+    s.push(Box::new(MemSource::new(sv.mem.clone(), snap)));
     for m in &sv.imms {
-        s.push(Box::new(MemSource::new(m.clone())));
+        s.push(Box::new(MemSource::new(m.clone(), snap)));
     }
     for t in &sv.version.levels[0] {
         s.push(Box::new(TableSource::new(&t.table)));
@@ -56,7 +55,14 @@ fn sources(sv: &SuperVersion) -> Vec<Box<dyn Source>> {
 }
 
 /// Iterator over `(key, value)` pairs of a prefix scan, in ascending key
-/// order, as of when the scan started.
+/// order.
+///
+/// What a scan sees: a consistent snapshot of the database as of the moment
+/// it was created ([`Shared::snapshot`]). Writes acknowledged before that
+/// moment are all seen; writes applied later are not, whether or not they
+/// touch keys not yet reached. Concurrent flushes, compactions and blob
+/// collection do not change what it returns: it pins the memtables and
+/// files of its snapshot until it is dropped.
 pub struct ScanIter {
     sv: Arc<SuperVersion>,
     merge: MergeIter,
@@ -71,8 +77,8 @@ impl ScanIter {
     }
 
     fn with_values(shared: &Shared, prefix: &[u8], values: bool) -> Result<ScanIter> {
-        let sv = shared.super_version();
-        let merge = MergeIter::new(sources(&sv), prefix)?;
+        let (sv, snap) = shared.snapshot();
+        let merge = MergeIter::new(sources(&sv, snap), prefix)?;
         Ok(ScanIter {
             sv,
             merge,

@@ -104,9 +104,9 @@ mod tests {
                 Some(s) => Value::Inline(Bytes::copy_from_slice(s.as_bytes())),
                 None => Value::Tombstone,
             };
-            m.insert(Bytes::copy_from_slice(k.as_bytes()), v);
+            m.insert(Bytes::copy_from_slice(k.as_bytes()), v, 1);
         }
-        Box::new(MemSource::new(Arc::new(m)))
+        Box::new(MemSource::new(Arc::new(m), crate::memtable::SEQ_LATEST))
     }
 
     #[test]

@@ -21,19 +21,22 @@ pub trait Source: Send {
     fn next_entry(&mut self) -> Option<Result<(Bytes, Value)>>;
 }
 
-/// A memtable, read in chunks (the skiplist cannot be borrowed across
-/// calls by an owning iterator).
+/// A memtable as of a snapshot sequence number, read in chunks (the
+/// skiplist cannot be borrowed across calls by an owning iterator).
 pub struct MemSource {
     mem: Arc<Memtable>,
+    snap: u64,
     buf: VecDeque<(Bytes, Value)>,
     next_from: Option<Bound<Bytes>>,
 }
 
 impl MemSource {
-    /// A source over `mem`, positioned at its start.
-    pub fn new(mem: Arc<Memtable>) -> MemSource {
+    /// A source over the versions of `mem` visible at snapshot `snap`,
+    /// positioned at its start.
+    pub fn new(mem: Arc<Memtable>, snap: u64) -> MemSource {
         MemSource {
             mem,
+            snap,
             buf: VecDeque::new(),
             next_from: Some(Bound::Unbounded),
         }
@@ -48,22 +51,22 @@ impl Source for MemSource {
     }
 
     fn next_entry(&mut self) -> Option<Result<(Bytes, Value)>> {
-        if self.buf.is_empty() {
+        while self.buf.is_empty() {
             let from = self.next_from.take()?;
-            let chunk = match &from {
-                Bound::Unbounded => self.mem.entries_from(Bound::Unbounded, MEM_CHUNK),
-                Bound::Included(k) => self
+            let (chunk, last) = match &from {
+                Bound::Unbounded => self
                     .mem
-                    .entries_from(Bound::Included(k.as_ref()), MEM_CHUNK),
-                Bound::Excluded(k) => self
-                    .mem
-                    .entries_from(Bound::Excluded(k.as_ref()), MEM_CHUNK),
-            };
-            if chunk.len() == MEM_CHUNK {
-                if let Some((last, _)) = chunk.last() {
-                    self.next_from = Some(Bound::Excluded(last.clone()));
+                    .entries_from(Bound::Unbounded, MEM_CHUNK, self.snap),
+                Bound::Included(k) => {
+                    self.mem
+                        .entries_from(Bound::Included(k.as_ref()), MEM_CHUNK, self.snap)
                 }
-            }
+                Bound::Excluded(k) => {
+                    self.mem
+                        .entries_from(Bound::Excluded(k.as_ref()), MEM_CHUNK, self.snap)
+                }
+            };
+            self.next_from = last.map(Bound::Excluded);
             self.buf.extend(chunk);
         }
         self.buf.pop_front().map(Ok)

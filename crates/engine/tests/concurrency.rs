@@ -1,0 +1,530 @@
+//! Races of the write path and the read path, hunted with many threads, a
+//! tiny memtable and blob collection always busy.
+//!
+//! - `submits_of_one_thread_apply_in_order`: threads pipeline bursts of
+//!   puts and deletes with `Db::submit` (no waiting in between) to private
+//!   and shared keys; every callback must come in submission order, every
+//!   read after a burst must see its last write, and the final state must
+//!   match the order the engine acknowledged.
+//! - `scans_hold_a_snapshot_while_blob_gc_runs`: writers overwrite values
+//!   on both sides of the blob threshold while scanners and readers run;
+//!   no scan or read may fail or return a value that was never written.
+//! - `sync_covers_every_segment_frozen_since_the_last_sync`: `Db::sync`
+//!   makes durable every log segment frozen since the last sync, not only
+//!   the current one.
+//!
+//! `ESCABELO_RACE_SECS` lengthens the timed tests (default: a few seconds).
+
+mod common;
+
+use bytes::Bytes;
+use common::{make_value, small_options, with_timeout, BLOB_THRESHOLD};
+use escabelo_engine::fs::{CrashMode, Fault, FaultOp, MemFs};
+use escabelo_engine::{Db, Durability, Options, WriteOp};
+use parking_lot::Mutex;
+use rand::{Rng, SeedableRng};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn race_secs(default: u64) -> u64 {
+    std::env::var("ESCABELO_RACE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+fn busy_options(fs: &MemFs, durability: Durability) -> Options {
+    let mut o = small_options(fs, durability);
+    o.memtable_size = 64 * 1024;
+    o.blob_gc_threshold = 0.1;
+    o.wal_sync_interval = Duration::from_millis(2);
+    o
+}
+
+/// What one submitted request expects, checked in its callback.
+struct Expect {
+    thread: usize,
+    index: u64,
+}
+
+/// Per-thread log of callbacks, in the order they ran.
+type CallbackLog = Arc<Mutex<Vec<u64>>>;
+/// Per shared key: the acknowledgement number of its last write, and what
+/// that write left (`None` for a delete).
+type SharedFinal = Arc<Mutex<HashMap<String, (u64, Option<Vec<u8>>)>>>;
+
+fn run_ordering(durability: Durability, threads: usize, bursts: usize) {
+    let fs = MemFs::new();
+    let db = Db::open(busy_options(&fs, durability)).unwrap();
+    // Global acknowledgement order of the writes to shared keys.
+    let ack_counter = Arc::new(AtomicU64::new(0));
+    let shared_final: SharedFinal = Arc::new(Mutex::new(HashMap::new()));
+    let mut handles = Vec::new();
+    for t in 0..threads {
+        let db = db.clone();
+        let ack_counter = ack_counter.clone();
+        let shared_final = shared_final.clone();
+        handles.push(std::thread::spawn(move || -> Result<(), String> {
+            let mut rng = rand::rngs::SmallRng::seed_from_u64(t as u64 * 7919 + 1);
+            let log: CallbackLog = Arc::new(Mutex::new(Vec::new()));
+            let failures: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+            let mut index = 0u64;
+            for burst in 0..bursts {
+                let k = format!("t{t}:k{}", burst % 5);
+                let j = format!("t{t}:j{}", burst % 3);
+                let s = format!("shared{}", rng.gen_range(0..4));
+                let (tx, rx) = crossbeam_channel::unbounded::<()>();
+                let mut last_k = Vec::new();
+                let mut submit = |op: WriteOp, want: Option<bool>, shared: Option<(String, Option<Vec<u8>>)>| {
+                    let e = Expect { thread: t, index };
+                    index += 1;
+                    let log = log.clone();
+                    let failures = failures.clone();
+                    let tx = tx.clone();
+                    let ack_counter = ack_counter.clone();
+                    let shared_final = shared_final.clone();
+                    db.submit(
+                        op,
+                        Box::new(move |r| {
+                            log.lock().push(e.index);
+                            match r {
+                                Ok(outcome) => {
+                                    if let Some(w) = want {
+                                        if w != outcome {
+                                            failures.lock().push(format!(
+                                                "thread {} request {}: outcome {outcome}, expected {w}",
+                                                e.thread, e.index
+                                            ));
+                                        }
+                                    }
+                                    if let Some((key, v)) = shared {
+                                        let n = ack_counter.fetch_add(1, Ordering::SeqCst);
+                                        let mut f = shared_final.lock();
+                                        let slot = f.entry(key).or_insert((0, None));
+                                        if n >= slot.0 {
+                                            *slot = (n, v);
+                                        }
+                                    }
+                                }
+                                Err(err) => failures
+                                    .lock()
+                                    .push(format!("request {} failed: {err}", e.index)),
+                            }
+                            let _ = tx.send(());
+                        }),
+                    );
+                };
+                let mut sent = 0;
+                for i in 0..12u64 {
+                    let len = match rng.gen_range(0..4) {
+                        0 => rng.gen_range(5..100),
+                        1 => rng.gen_range(100..BLOB_THRESHOLD),
+                        2 => rng.gen_range(BLOB_THRESHOLD..4000),
+                        _ => rng.gen_range(4000..20_000),
+                    };
+                    let v = make_value(&k, burst as u64 * 100 + i, len);
+                    last_k = v.clone();
+                    submit(
+                        WriteOp::Put {
+                            key: Bytes::from(k.clone()),
+                            value: Bytes::from(v),
+                        },
+                        Some(true),
+                        None,
+                    );
+                    sent += 1;
+                }
+                let jv = make_value(&j, burst as u64, rng.gen_range(5..3000));
+                submit(
+                    WriteOp::Put {
+                        key: Bytes::from(j.clone()),
+                        value: Bytes::from(jv),
+                    },
+                    Some(true),
+                    None,
+                );
+                submit(WriteOp::Delete { key: Bytes::from(j.clone()) }, Some(true), None);
+                sent += 2;
+                if rng.gen_bool(0.5) {
+                    let sv = make_value(&s, (t * 100_000 + burst) as u64, rng.gen_range(5..3000));
+                    submit(
+                        WriteOp::Put {
+                            key: Bytes::from(s.clone()),
+                            value: Bytes::from(sv.clone()),
+                        },
+                        None,
+                        Some((s.clone(), Some(sv))),
+                    );
+                } else {
+                    submit(
+                        WriteOp::Delete { key: Bytes::from(s.clone()) },
+                        None,
+                        Some((s.clone(), None)),
+                    );
+                }
+                sent += 1;
+                for _ in 0..sent {
+                    rx.recv_timeout(Duration::from_secs(30))
+                        .map_err(|_| "a callback never came".to_string())?;
+                }
+                // Reads after the burst see its last writes.
+                let got = db.get(k.as_bytes()).map_err(|e| e.to_string())?;
+                if got.as_deref() != Some(&last_k[..]) {
+                    return Err(format!(
+                        "thread {t} burst {burst}: read {k} gave {}, expected the burst's last write",
+                        got.map_or("absent".to_string(), |v| common::describe_value(&v))
+                    ));
+                }
+                if db.get(j.as_bytes()).map_err(|e| e.to_string())?.is_some() {
+                    return Err(format!("thread {t} burst {burst}: {j} present after its delete"));
+                }
+                if let Some(f) = failures.lock().first() {
+                    return Err(f.clone());
+                }
+            }
+            let log = log.lock();
+            if let Some(w) = log.windows(2).find(|w| w[0] > w[1]) {
+                return Err(format!(
+                    "thread {t}: callback of request {} ran before request {}",
+                    w[1], w[0]
+                ));
+            }
+            Ok(())
+        }));
+    }
+    for h in handles {
+        if let Err(e) = h.join().unwrap() {
+            panic!("{durability:?}: {e}");
+        }
+    }
+    // Shared keys end as the last acknowledged write left them.
+    for (key, (_, want)) in shared_final.lock().iter() {
+        let got = db.get(key.as_bytes()).unwrap();
+        assert_eq!(
+            got.as_deref(),
+            want.as_deref(),
+            "{durability:?}: shared key {key} does not hold its last acknowledged write"
+        );
+    }
+    db.close().unwrap();
+    // And so does the database reopened.
+    let db = Db::open(busy_options(&fs, durability)).unwrap();
+    for (key, (_, want)) in shared_final.lock().iter() {
+        assert_eq!(db.get(key.as_bytes()).unwrap().as_deref(), want.as_deref());
+    }
+}
+
+#[test]
+fn submits_of_one_thread_apply_in_order_os() {
+    // Before the fix, one round of this failed about two times in three.
+    for _ in 0..4 {
+        with_timeout(300, "ordering (os)", || {
+            run_ordering(Durability::Os, 32, 150)
+        });
+    }
+}
+
+#[test]
+fn submits_of_one_thread_apply_in_order_sync() {
+    with_timeout(300, "ordering (sync)", || {
+        run_ordering(Durability::Sync, 8, 60)
+    });
+}
+
+/// True if `v` is a value `make_value` could have produced for `key`.
+fn well_formed(key: &[u8], v: &[u8]) -> bool {
+    let mut prefix = key.to_vec();
+    prefix.push(b'#');
+    if !v.starts_with(&prefix) {
+        return false;
+    }
+    let rest = &v[prefix.len()..];
+    let Some(end) = rest.iter().position(|&b| b == b'#') else {
+        return false;
+    };
+    let Ok(id) = std::str::from_utf8(&rest[..end])
+        .unwrap_or("x")
+        .parse::<u64>()
+    else {
+        return false;
+    };
+    let k = std::str::from_utf8(key).unwrap_or("");
+    make_value(k, id, v.len()) == v
+}
+
+#[test]
+fn scans_hold_a_snapshot_while_blob_gc_runs() {
+    with_timeout(300, "scan under gc", || {
+        let fs = MemFs::new();
+        let mut o = busy_options(&fs, Durability::Os);
+        o.blob_gc_threshold = 0.05;
+        // Room for collection moves to sit in the live memtable.
+        o.memtable_size = 1 << 20;
+        let db = Db::open(o).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let secs = race_secs(6);
+        let keys = 300usize;
+        let mut writers = Vec::new();
+        for w in 0..4u64 {
+            let db = db.clone();
+            let stop = stop.clone();
+            writers.push(std::thread::spawn(move || {
+                let mut rng = rand::rngs::SmallRng::seed_from_u64(w + 100);
+                let mut id = w * 1_000_000_000;
+                while !stop.load(Ordering::Relaxed) {
+                    let k = format!("scan:{:03}", rng.gen_range(0..keys));
+                    id += 1;
+                    let len = match rng.gen_range(0..3) {
+                        0 => rng.gen_range(100..BLOB_THRESHOLD),
+                        1 => rng.gen_range(BLOB_THRESHOLD..8000),
+                        _ => rng.gen_range(8000..90_000),
+                    };
+                    db.put(k.as_bytes(), &make_value(&k, id, len)).unwrap();
+                    // At network speed, not memory speed: keys stay
+                    // flushed long enough for collection to move them.
+                    if id % 4 == 0 {
+                        std::thread::sleep(Duration::from_micros(500));
+                    }
+                }
+            }));
+        }
+        let mut readers = Vec::new();
+        for r in 0..4u64 {
+            let db = db.clone();
+            let stop = stop.clone();
+            readers.push(std::thread::spawn(move || -> Result<u64, String> {
+                let mut scans = 0;
+                let mut rng = rand::rngs::SmallRng::seed_from_u64(r);
+                while !stop.load(Ordering::Relaxed) {
+                    if r % 2 == 0 {
+                        let mut last: Option<Bytes> = None;
+                        // One scanner dawdles, so collections and flushes
+                        // happen while it is half way.
+                        let slow = r == 2;
+                        for (n, item) in db
+                            .scan_prefix(b"scan:")
+                            .map_err(|e| e.to_string())?
+                            .enumerate()
+                        {
+                            if slow && n % 16 == 0 {
+                                std::thread::sleep(Duration::from_millis(1));
+                            }
+                            let (k, v) = item.map_err(|e| format!("scan failed: {e}"))?;
+                            if !well_formed(&k, &v) {
+                                return Err(format!("scan returned a bad value for {k:?}"));
+                            }
+                            if last.as_ref().is_some_and(|l| l >= &k) {
+                                return Err("scan out of order".into());
+                            }
+                            last = Some(k);
+                        }
+                        scans += 1;
+                    } else {
+                        let k = format!("scan:{:03}", rng.gen_range(0..keys));
+                        match db.get(k.as_bytes()) {
+                            Ok(Some(v)) if !well_formed(k.as_bytes(), &v) => {
+                                return Err(format!("read returned a bad value for {k}"))
+                            }
+                            Ok(_) => {}
+                            Err(e) => return Err(format!("read failed: {e}")),
+                        }
+                    }
+                }
+                Ok(scans)
+            }));
+        }
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(secs) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        stop.store(true, Ordering::Relaxed);
+        for w in writers {
+            w.join().unwrap();
+        }
+        let mut scans = 0;
+        for r in readers {
+            scans += r.join().unwrap().unwrap_or_else(|e| panic!("{e}"));
+        }
+        let gcs = db.stats().blob_gcs;
+        assert!(scans > 0, "no scan completed");
+        assert!(
+            gcs > 0,
+            "blob collection never ran: the test did not test it"
+        );
+        db.close().unwrap();
+    });
+}
+
+/// The race of the timed test above, made deterministic: a scan is half
+/// way through the live memtable when blob collection moves pointers into
+/// it, to a blob file the scan's pinned version does not know.
+#[test]
+fn scan_while_gc_moves_pointers_into_the_memtable() {
+    let fs = MemFs::new();
+    let mut o = small_options(&fs, Durability::Os);
+    o.memtable_size = 4 << 20;
+    o.blob_file_size = 64 << 20;
+    o.l0_compaction_trigger = 100;
+    o.blob_gc_background = false;
+    let db = Db::open(o).unwrap();
+    let big = |k: &str, id: u64| make_value(k, id, 2000);
+    for i in 0..100 {
+        let k = format!("s:k{i:03}");
+        db.put(k.as_bytes(), &big(&k, 1)).unwrap();
+    }
+    db.flush().unwrap();
+    // Half of them dead: their blob file is due for collection.
+    for i in 0..50 {
+        let k = format!("s:k{i:03}");
+        db.put(k.as_bytes(), &big(&k, 2)).unwrap();
+    }
+    db.flush().unwrap();
+    // More keys in the live memtable than a scan reads from it at once,
+    // all before the collected ones.
+    for i in 0..300 {
+        let k = format!("s:a{i:03}");
+        db.put(k.as_bytes(), &make_value(&k, 3, 20)).unwrap();
+    }
+    let gcs = db.stats().blob_gcs;
+    let mut it = db.scan_prefix(b"s:").unwrap();
+    let (k, v) = it.next().unwrap().unwrap();
+    assert!(well_formed(&k, &v));
+    // Collect: moves for s:k050.. go into the live memtable.
+    db.compact().unwrap();
+    assert!(db.stats().blob_gcs > gcs, "collection did not run");
+    let mut n = 1;
+    for item in it {
+        let (k, v) = item.unwrap_or_else(|e| panic!("scan failed after {n} items: {e}"));
+        assert!(well_formed(&k, &v), "bad value for {k:?}");
+        n += 1;
+    }
+    assert_eq!(n, 400);
+    // And reads after the collection see the moved values.
+    for i in 0..100 {
+        let k = format!("s:k{i:03}");
+        let v = db.get(k.as_bytes()).unwrap().unwrap();
+        assert_eq!(v, big(&k, if i < 50 { 2 } else { 1 }));
+    }
+}
+
+#[test]
+fn scan_sees_nothing_written_after_it_started() {
+    let fs = MemFs::new();
+    let db = Db::open(busy_options(&fs, Durability::Os)).unwrap();
+    // More keys than a memtable source reads at a time.
+    for i in 0..500 {
+        db.put(format!("p:{i:03}").as_bytes(), b"before").unwrap();
+    }
+    let mut it = db.scan_prefix(b"p:").unwrap();
+    let first = it.next().unwrap().unwrap();
+    assert_eq!(&first.1[..], b"before");
+    for i in 0..600 {
+        db.put(format!("p:{i:03}").as_bytes(), b"after").unwrap();
+    }
+    db.delete(b"p:100").unwrap();
+    let rest: Vec<_> = it.map(|r| r.unwrap()).collect();
+    assert_eq!(
+        rest.len(),
+        499,
+        "the scan saw keys written after it started"
+    );
+    assert!(rest.iter().all(|(_, v)| &v[..] == b"before"));
+}
+
+#[test]
+fn sync_covers_every_segment_frozen_since_the_last_sync() {
+    with_timeout(60, "sync all segments", || {
+        let fs = MemFs::new();
+        let mut o = small_options(&fs, Durability::Os);
+        // The sync thread never runs: only Db::sync makes the log durable.
+        o.wal_sync_interval = Duration::from_secs(3600);
+        o.memtable_size = 1 << 20;
+        let db = Db::open(o.clone()).unwrap();
+        // Flushes fail, so the frozen segments stay the only copy.
+        fs.inject(Fault {
+            op: FaultOp::Open,
+            path_contains: Some(".sst".into()),
+            skip: 0,
+            times: None,
+            errno: libc::EIO,
+        });
+        db.put(b"a", b"in the first segment").unwrap();
+        assert!(db.flush().is_err());
+        db.put(b"b", b"in the second segment").unwrap();
+        assert!(db.flush().is_err());
+        db.put(b"c", b"in the current segment").unwrap();
+        db.sync().unwrap();
+        let after = fs.crash(CrashMode::PowerLoss);
+        drop(db);
+        let mut o2 = o.clone();
+        o2.fs = Arc::new(after.clone());
+        let db = Db::open(o2).unwrap();
+        for k in [&b"a"[..], b"b", b"c"] {
+            assert!(
+                db.get(k).unwrap().is_some(),
+                "{} lost after a power loss following Db::sync",
+                String::from_utf8_lossy(k)
+            );
+        }
+    });
+}
+
+/// Transactions evaluate and apply with no other write in between: appends
+/// from many threads are never lost, and of racing "set if absent" exactly
+/// one wins.
+#[test]
+fn txns_are_atomic_under_contention() {
+    use escabelo_engine::{Txn, TxnAction, TxnCond, TxnOp};
+    with_timeout(120, "txn contention", || {
+        let fs = MemFs::new();
+        let db = Db::open(busy_options(&fs, Durability::Os)).unwrap();
+        let threads = 8;
+        let rounds = 200;
+        let winners = Arc::new(AtomicU64::new(0));
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let db = db.clone();
+                let winners = winners.clone();
+                std::thread::spawn(move || {
+                    for r in 0..rounds {
+                        let res = db
+                            .txn(Txn {
+                                ops: vec![TxnOp::new(
+                                    Bytes::from_static(b"ctr"),
+                                    TxnAction::Append(Bytes::from_static(b"x")),
+                                )],
+                                all_or_nothing: false,
+                            })
+                            .unwrap();
+                        assert!(res[0].applied);
+                        let res = db
+                            .txn(Txn {
+                                ops: vec![TxnOp {
+                                    key: Bytes::from(format!("nx{r}")),
+                                    action: TxnAction::Put(Bytes::from(format!("{t}"))),
+                                    cond: TxnCond::IfAbsent,
+                                    want_old: false,
+                                }],
+                                all_or_nothing: false,
+                            })
+                            .unwrap();
+                        if res[0].applied {
+                            winners.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert_eq!(
+            db.get(b"ctr").unwrap().map(|v| v.len()),
+            Some(threads * rounds)
+        );
+        assert_eq!(winners.load(Ordering::Relaxed), rounds as u64);
+        assert_eq!(db.count_keys().unwrap(), rounds as u64 + 1);
+    });
+}
