@@ -17,7 +17,7 @@ use crate::txn::Txn;
 use bytes::Bytes;
 
 /// Most commands one MULTI block may queue.
-pub const MULTI_COMMANDS_MAX: usize = 100_000;
+pub const MULTI_COMMANDS_MAX: usize = escabelo_engine::TXN_OPS_MAX;
 /// Most bytes one MULTI block may queue.
 pub const MULTI_BYTES_MAX: usize = 256 * 1024 * 1024;
 
