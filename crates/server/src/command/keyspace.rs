@@ -177,13 +177,9 @@ pub fn flushdb(c: &mut Call) -> Out {
     if c.args.len() > 2 || (c.args.len() == 2 && !c.is(1, "async") && !c.is(1, "sync")) {
         return syntax_error().into();
     }
-    Out::Plan(Plan::Blocking(Box::new(|ctx| {
-        let r = flush_all(&ctx.db);
-        Counters::bump(&ctx.counters.mutations);
-        match r {
-            Ok(()) => Reply::Ok,
-            Err(e) => engine_error(&e),
-        }
+    Out::Plan(Plan::Blocking(Box::new(|ctx| match flush_all(&ctx.db) {
+        Ok(()) => Reply::Ok,
+        Err(e) => engine_error(&e),
     })))
 }
 

@@ -418,24 +418,6 @@ fn cpu_times() -> (f64, f64) {
     (t(ru.ru_stime), t(ru.ru_utime))
 }
 
-/// The key count for `INFO` (clients call it on every connect): reused
-/// while no write has completed since it was taken, so it stays exact.
-fn cached_count(ctx: &Context) -> escabelo_engine::Result<u64> {
-    let generation = ctx.counters.mutations.load(Ordering::Acquire);
-    if let Ok(g) = ctx.info.key_count.lock() {
-        if let Some((at, n)) = *g {
-            if at == generation {
-                return Ok(n);
-            }
-        }
-    }
-    let n = count_keys(&ctx.db)?;
-    if let Ok(mut g) = ctx.info.key_count.lock() {
-        *g = Some((generation, n));
-    }
-    Ok(n)
-}
-
 fn info_text(ctx: &Context, asked: &[String], clients: u64) -> escabelo_engine::Result<String> {
     let all = asked.iter().any(|s| s == "all" || s == "everything");
     let wanted = |name: &str| {
@@ -520,7 +502,8 @@ fn info_text(ctx: &Context, asked: &[String], clients: u64) -> escabelo_engine::
         let _ = write!(out, "used_cpu_sys:{sys:.6}\r\nused_cpu_user:{user:.6}\r\n");
     }
     if wanted("keyspace") {
-        let n = cached_count(ctx)?;
+        // Exact: counted for every INFO that shows the keyspace.
+        let n = count_keys(&ctx.db)?;
         section(&mut out, "keyspace", "Keyspace");
         if n > 0 {
             let _ = write!(out, "db0:keys={n},expires=0,avg_ttl=0\r\n");

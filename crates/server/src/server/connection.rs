@@ -75,9 +75,6 @@ pub struct ServerInfo {
     pub cursors: Mutex<Cursors>,
     /// SCANs kept open between calls.
     pub scans: Mutex<crate::command::keyspace::LiveScans>,
-    /// The last key count taken for `INFO`, with the value of
-    /// `Counters::mutations` before it was taken.
-    pub key_count: Mutex<Option<(u64, u64)>>,
 }
 
 impl ServerInfo {
@@ -95,7 +92,6 @@ impl ServerInfo {
             run_id,
             cursors: Mutex::new(Cursors::default()),
             scans: Mutex::new(Default::default()),
-            key_count: Mutex::new(None),
         }
     }
 }
@@ -522,13 +518,9 @@ impl Conn {
 
     fn submit_write(&self, op: WriteOp, finish: WriteFinish) -> Kind {
         let (tx, rx) = oneshot::channel();
-        let counters = self.ctx.counters.clone();
         self.ctx.db.submit(
             op,
             Box::new(move |r| {
-                // After the write is applied: `INFO`'s cached key count is
-                // out of date.
-                counters.mutations.fetch_add(1, Ordering::Release);
                 // The connection may be gone; the write stands anyway.
                 let _ = tx.send(r);
             }),
@@ -538,12 +530,10 @@ impl Conn {
 
     fn submit_txn(&self, txn: crate::txn::Txn, finish: TxnFinish) -> Kind {
         let (tx, rx) = oneshot::channel();
-        let counters = self.ctx.counters.clone();
         crate::txn::submit_txn(
             &self.ctx.db,
             txn,
             Box::new(move |r| {
-                counters.mutations.fetch_add(1, Ordering::Release);
                 let _ = tx.send(r);
             }),
         );

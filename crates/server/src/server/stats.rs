@@ -37,9 +37,6 @@ pub struct Counters {
     pub net_input_bytes: AtomicU64,
     /// Bytes sent to clients.
     pub net_output_bytes: AtomicU64,
-    /// Writes and transactions completed (any outcome): a key count taken
-    /// at one value of this stays exact until it changes.
-    pub mutations: AtomicU64,
     /// The last client id handed out.
     pub next_client_id: AtomicU64,
     started: Instant,
@@ -68,7 +65,6 @@ impl Counters {
             keyspace_misses: AtomicU64::new(0),
             net_input_bytes: AtomicU64::new(0),
             net_output_bytes: AtomicU64::new(0),
-            mutations: AtomicU64::new(0),
             next_client_id: AtomicU64::new(0),
             started: Instant::now(),
         }
