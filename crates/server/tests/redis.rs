@@ -284,6 +284,15 @@ fn multi_exec() {
     r.check(&["GET", "t4"], b"$-1\r\n");
     r.check(&["MULTI"], b"+OK\r\n");
     r.check(&["EXEC"], b"*0\r\n");
+    // A key the engine refuses fails only its own command.
+    r.check(&["MULTI"], b"+OK\r\n");
+    r.check(&["SET", "t5", "v"], b"+QUEUED\r\n");
+    r.check(&["GET", ""], b"+QUEUED\r\n");
+    r.check(
+        &["EXEC"],
+        b"*2\r\n+OK\r\n-ERR empty keys are not supported\r\n",
+    );
+    r.check(&["GET", "t5"], b"$1\r\nv\r\n");
 }
 
 #[test]

@@ -164,8 +164,17 @@ impl KeyCmd {
             .sum()
     }
 
+    /// A key the engine would refuse (empty or over the limit) fails the
+    /// whole transaction: such a command is answered with an error alone.
+    pub fn check(&self) -> Result<(), Reply> {
+        self.ops.iter().try_for_each(|o| check_key(&o.key))
+    }
+
     /// The plan that runs this command alone as one transaction.
     pub fn into_plan(self) -> Plan {
+        if let Err(e) = self.check() {
+            return Plan::Reply(e);
+        }
         if self.ops.is_empty() {
             return Plan::Reply((self.finish)(&[]));
         }

@@ -87,7 +87,10 @@ pub fn queue(ctx: &Context, session: &mut Session, spec: &Spec, args: Vec<Bytes>
         return Plan::Reply(Reply::err("EXEC without MULTI"));
     };
     let item = match out {
-        Out::Key(k) => Queued::Key(k),
+        Out::Key(k) => match k.check() {
+            Ok(()) => Queued::Key(k),
+            Err(e) => Queued::Reply(e),
+        },
         Out::Plan(Plan::Reply(r)) => Queued::Reply(r),
         Out::Plan(_) => {
             m.failed = true;
