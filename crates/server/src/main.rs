@@ -3,10 +3,13 @@
 //! This file is startup and lifecycle only: parse the configuration, open
 //! the engine, serve until SIGTERM/SIGINT, then drain, sync and close.
 
+mod command;
 mod config;
 mod error;
 mod protocol;
+mod reply;
 mod server;
+mod txn;
 
 use config::Config;
 use escabelo_engine::Db;

@@ -164,3 +164,26 @@ fn large_key_and_value_within_limits() {
     assert_eq!(r.len(), value.len() + 1);
     assert_eq!(&r[..value.len()], &value[..]);
 }
+
+/// Regression: pipelined `write k|i` / `read k` pairs. Writes used to be
+/// submitted as soon as they were parsed, even while an earlier read was
+/// still waiting in the queue, so a read could see a write sent after it
+/// (it answered a later value).
+#[test]
+fn pipelined_read_sees_no_later_write() {
+    let srv = Server::start(&[]);
+    let mut c = srv.client();
+    let mut req = Vec::new();
+    let mut want = Vec::new();
+    for i in 0..2000 {
+        req.extend_from_slice(format!("write p|{i}\rread p\r").as_bytes());
+        want.extend_from_slice(format!("success\r{i}\r").as_bytes());
+    }
+    c.send(&req);
+    let got = c.read_crs(4000);
+    assert!(
+        got == want,
+        "a read saw a later write: {}",
+        common::lossy(&got[..200.min(got.len())])
+    );
+}

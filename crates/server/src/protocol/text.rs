@@ -537,6 +537,46 @@ pub fn encode_empty_list(out: &mut BytesMut) {
     out.put_u8(b'\r');
 }
 
+/// The reply to a `read` of a value that holds a `\r`, which this protocol
+/// cannot frame.
+pub const NOT_REPRESENTABLE: &str = "value not representable in the text protocol";
+
+/// Whether the text protocol can carry `value` (it holds no `\r`).
+pub fn can_frame(value: &[u8]) -> bool {
+    memchr::memchr(b'\r', value).is_none()
+}
+
+/// Whether `key` is in the text protocol's key grammar (so it can be
+/// listed by `keys` and addressed by the other requests).
+pub fn is_text_key(key: &[u8]) -> bool {
+    !key.is_empty() && key.len() <= KEY_LEN_MAX && key.iter().all(|&b| is_key_byte(b))
+}
+
+/// Appends a protocol-neutral reply in this protocol: `Ok` is `success`,
+/// a null is the bare `error`, an error is `error: <msg>`, a string is its
+/// bytes (or [`NOT_REPRESENTABLE`] if it holds a `\r`).
+pub fn encode_reply(out: &mut BytesMut, reply: &crate::reply::Reply) {
+    use crate::reply::Reply;
+    match reply {
+        Reply::Ok => encode_success(out),
+        Reply::Null | Reply::NullArray => encode_not_found(out),
+        Reply::Error { msg, .. } => encode_error(out, msg),
+        Reply::Bulk(v) | Reply::Verbatim(v) => {
+            if can_frame(v) {
+                encode_value(out, v)
+            } else {
+                encode_error(out, &NOT_REPRESENTABLE)
+            }
+        }
+        Reply::Status(s) => encode_value(out, s.as_bytes()),
+        Reply::Int(n) => encode_value(out, n.to_string().as_bytes()),
+        Reply::Raw(b) => out.put_slice(b),
+        Reply::Array(_) | Reply::Map(_) | Reply::Set(_) => {
+            encode_error(out, &"reply not representable in the text protocol")
+        }
+    }
+}
+
 /// The first line of the `status` reply, including its `\n`.
 pub const STATUS_HEADER: &[u8] = b"well going our operation\n";
 

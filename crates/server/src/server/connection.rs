@@ -1,29 +1,43 @@
-//! One client connection: read, parse, execute, answer in order.
+//! One client connection: read, parse, plan, answer in order. This loop
+//! knows neither protocol: the first bytes choose a parser
+//! ([`crate::protocol::detect`]), the command layer ([`crate::command`])
+//! turns each request into a [`Plan`], and replies are encoded with the
+//! [`Wire`] in effect when their request was parsed.
 //!
 //! Every parsed request becomes an entry of an ordered queue. Writes and
-//! deletes are submitted to the engine at once (so pipelined writes share a
-//! log write) and wait in the queue for their acknowledgement; reads, scans
-//! and `status` are executed only when they reach the front, so they see
-//! every earlier write of the same connection and replies leave in request
-//! order. Finished replies are gathered in one output buffer and sent with
-//! as few writes as possible.
+//! transactions are submitted to the engine at once (so pipelined writes
+//! share a log write) and wait in the queue for their acknowledgement;
+//! reads, scans and the other commands are executed only when they reach
+//! the front, so they see every earlier write of the same connection and
+//! replies leave in request order. Finished replies are gathered in one
+//! output buffer and sent with as few writes as possible.
 //!
 //! Memory per connection is bounded: the input buffer holds at most one
-//! unfinished request (see [`crate::protocol::text`]) plus one read, and
-//! reading pauses while the queued and unsent replies exceed
-//! [`OUT_LIMIT`] bytes or [`QUEUE_LIMIT`] requests.
+//! unfinished request (see the parsers' limits) plus one read, reading
+//! pauses while the queued requests and unsent replies exceed
+//! [`OUT_LIMIT`] bytes or [`QUEUE_LIMIT`] requests, and long replies are
+//! streamed in chunks that are only accepted while the output buffer is
+//! under [`OUT_LIMIT`].
 
-use crate::error::reply_reason;
-use crate::protocol::text::{self, Parser, Request};
-use crate::protocol::{detect, Protocol};
+use crate::command::keyspace::Cursors;
+use crate::command::{
+    self, Job, Plan, ReadFinish, Session, Sink, StreamJob, TxnFinish, WriteFinish,
+};
+use crate::protocol::resp::{self, Parsed};
+use crate::protocol::text::{self, Parser};
+use crate::protocol::{detect, Detect, Protocol, Wire};
+use crate::reply::Reply;
 use crate::server::stats::Counters;
+use crate::txn::TxnResult;
 use bytes::{Buf, Bytes, BytesMut};
-use escabelo_engine::{Db, Error, WriteOp};
+use escabelo_engine::{Db, WriteOp};
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 /// Reading pauses while unsent reply bytes plus the bytes of queued
@@ -40,6 +54,47 @@ const READ_MAX: usize = 256 * 1024;
 /// Buffers larger than this are freed when they become empty, so idle
 /// connections hold little memory.
 const KEEP_BUFFER: usize = 64 * 1024;
+/// How long a first line that ends in `\r` and could be a Redis inline
+/// command waits for a `\n` before it is taken as the text protocol.
+pub const DETECT_CR_WAIT: Duration = Duration::from_millis(20);
+/// Chunks of a streamed reply in flight between producer and connection.
+const STREAM_CHUNKS: usize = 2;
+
+/// Facts about the server that commands report, and state shared by all
+/// connections.
+pub struct ServerInfo {
+    /// The listening port.
+    pub port: u16,
+    /// The bind address.
+    pub bind: String,
+    /// `--max-connections`.
+    pub max_connections: usize,
+    /// A random id of this process (`INFO run_id`).
+    pub run_id: String,
+    /// SCAN cursors.
+    pub cursors: Mutex<Cursors>,
+    /// SCANs kept open between calls.
+    pub scans: Mutex<crate::command::keyspace::LiveScans>,
+}
+
+impl ServerInfo {
+    /// Info for a server on `addr`.
+    pub fn new(addr: std::net::SocketAddr, max_connections: usize) -> ServerInfo {
+        use rand::Rng;
+        let mut rng = rand::thread_rng();
+        let run_id: String = (0..40)
+            .map(|_| char::from_digit(rng.gen_range(0..16), 16).unwrap_or('0'))
+            .collect();
+        ServerInfo {
+            port: addr.port(),
+            bind: addr.ip().to_string(),
+            max_connections,
+            run_id,
+            cursors: Mutex::new(Cursors::default()),
+            scans: Mutex::new(Default::default()),
+        }
+    }
+}
 
 /// What a connection needs from the server.
 #[derive(Clone)]
@@ -52,81 +107,160 @@ pub struct Context {
     pub max_value_len: usize,
     /// Becomes `true` when the server shuts down.
     pub shutdown: watch::Receiver<bool>,
+    /// Server facts and shared command state.
+    pub info: Arc<ServerInfo>,
+}
+
+/// What a queue entry waits for.
+enum Kind {
+    /// The encoded reply.
+    Ready(Bytes),
+    /// A write submitted to the engine.
+    Write {
+        rx: oneshot::Receiver<escabelo_engine::Result<bool>>,
+        finish: WriteFinish,
+    },
+    /// A transaction submitted to the engine.
+    Txn {
+        rx: oneshot::Receiver<escabelo_engine::Result<Vec<TxnResult>>>,
+        finish: Option<TxnFinish>,
+    },
+    /// A read, executed when it reaches the front.
+    Read { key: Bytes, finish: ReadFinish },
+    /// Quick work, executed when it reaches the front.
+    Front(Option<Job>),
+    /// Slow work, started on the blocking pool when it reaches the front.
+    Blocking(Option<Job>),
+    /// Slow work running.
+    Running(JoinHandle<Reply>),
+    /// A long reply, started when it reaches the front.
+    Stream(Option<StreamJob>),
+    /// A long reply being produced.
+    Streaming(mpsc::Receiver<Bytes>),
+    /// A write or transaction parsed after a read that has not run yet:
+    /// submitted once every read before it has run, so that no read sees
+    /// a write sent after it.
+    Unsubmitted(Option<Plan>),
+    /// Close the connection once everything before is sent.
+    Close,
+}
+
+impl Kind {
+    /// Entries that read the database when they reach the front.
+    fn reads(&self) -> bool {
+        matches!(
+            self,
+            Kind::Read { .. }
+                | Kind::Front(_)
+                | Kind::Blocking(_)
+                | Kind::Running(_)
+                | Kind::Stream(_)
+                | Kind::Streaming(_)
+        )
+    }
 }
 
 /// A request waiting for its reply, in request order.
-enum Pending {
-    /// The encoded reply.
-    Ready(Bytes),
-    /// A write or delete submitted to the engine.
-    Write {
-        rx: oneshot::Receiver<escabelo_engine::Result<bool>>,
-        delete: bool,
-        /// Bytes of key and value held by the engine until the write is
-        /// acknowledged (counted in `Conn::queued_bytes`).
-        size: usize,
-    },
-    /// A read, executed when it reaches the front.
-    Read(Bytes),
-    /// `status`, computed when it reaches the front.
-    Status,
-    /// `keys` (`None`) or `reads <prefix>`, started when it reaches the front.
-    Scan(Option<Bytes>),
-    /// A running scan.
-    Scanning(JoinHandle<Bytes>),
+struct Pending {
+    kind: Kind,
+    /// Bytes held by the entry (counted in `Conn::queued_bytes`).
+    size: usize,
+    /// The encoding of its reply.
+    wire: Wire,
 }
 
 /// The outcome of waiting on the front of the queue.
 enum Done {
-    Write(
-        Result<escabelo_engine::Result<bool>, oneshot::error::RecvError>,
-        bool,
-        usize,
-    ),
-    Scan(Result<Bytes, tokio::task::JoinError>),
+    Write(Result<escabelo_engine::Result<bool>, oneshot::error::RecvError>),
+    Txn(Result<escabelo_engine::Result<Vec<TxnResult>>, oneshot::error::RecvError>),
+    Ran(Result<Reply, tokio::task::JoinError>),
+    Chunk(Option<Bytes>),
+}
+
+enum Parsers {
+    Undecided,
+    Text(Parser),
+    Resp(resp::Parser),
 }
 
 struct Conn {
     ctx: Context,
-    parser: Parser,
+    parser: Parsers,
+    session: Session,
     inbuf: BytesMut,
     out: BytesMut,
     queue: VecDeque<Pending>,
-    /// Bytes held by queue entries (ready replies, keys of queued reads).
+    /// Bytes held by queue entries.
     queued_bytes: usize,
-    /// Chosen by the first byte received.
-    protocol: Option<Protocol>,
+    /// Entries of the queue that read the database ([`Kind::reads`]).
+    reads_pending: usize,
+    /// When a first line ending in `\r` stops waiting for a `\n`.
+    detect_deadline: Option<Instant>,
+    /// The wait above is over.
+    detect_expired: bool,
+    /// No more requests are read (QUIT, protocol error).
+    closing: bool,
+    /// Everything to send is in `out`: close once it is written.
+    finished: bool,
+    eof: bool,
 }
 
 /// Serves one client until it disconnects, or until shutdown once every
 /// request it already sent is answered.
 pub async fn serve(mut stream: TcpStream, ctx: Context) {
     let mut shutdown = ctx.shutdown.clone();
+    let id = ctx.counters.next_client_id.fetch_add(1, Ordering::Relaxed) + 1;
+    let session = Session {
+        id,
+        peer: stream
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+        local: stream
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+        ..Session::default()
+    };
     let mut conn = Conn {
-        parser: Parser::new(ctx.max_value_len),
+        parser: Parsers::Undecided,
+        session,
         ctx,
         inbuf: BytesMut::new(),
         out: BytesMut::new(),
         queue: VecDeque::new(),
         queued_bytes: 0,
-        protocol: None,
+        reads_pending: 0,
+        detect_deadline: None,
+        detect_expired: false,
+        closing: false,
+        finished: false,
+        eof: false,
     };
     let (mut rd, wr) = stream.split();
-    let mut eof = false;
     let mut stopping = *shutdown.borrow();
     let mut read_size = READ_MIN;
     loop {
         conn.resolve_front();
         let stalled = conn.parse_available();
         conn.resolve_front();
-        if (eof || stopping) && !stalled && conn.queue.is_empty() && conn.out.is_empty() {
+        let idle = !stalled && conn.queue.is_empty() && conn.out.is_empty();
+        if (conn.eof || stopping || conn.closing) && idle {
             break;
         }
-        let can_read = !eof && !stopping && !stalled;
-        let waiting = matches!(
-            conn.queue.front(),
-            Some(Pending::Write { .. } | Pending::Scanning(_))
-        );
+        if conn.finished && conn.out.is_empty() {
+            break;
+        }
+        let can_read = !conn.eof && !stopping && !stalled && !conn.closing;
+        let waiting = match conn.queue.front() {
+            Some(p) => match p.kind {
+                Kind::Write { .. } | Kind::Txn { .. } | Kind::Running(_) => true,
+                Kind::Streaming(_) => conn.out.len() < OUT_LIMIT,
+                _ => false,
+            },
+            None => false,
+        };
+        let deadline = conn.detect_deadline.filter(|_| !conn.detect_expired);
         tokio::select! {
             // Wait for readiness before making room, so that an idle
             // connection holds at most a small buffer. Reading through
@@ -134,8 +268,9 @@ pub async fn serve(mut stream: TcpStream, ctx: Context) {
             // saves a failing `recv` per request.
             r = read_some(&mut rd, &mut conn.inbuf, read_size), if can_read => {
                 match r {
-                    Ok(0) => eof = true,
+                    Ok(0) => conn.eof = true,
                     Ok(n) => {
+                        conn.ctx.counters.net_input_bytes.fetch_add(n as u64, Ordering::Relaxed);
                         // Grow the reads of a busy connection.
                         if n >= read_size {
                             read_size = (read_size * 2).min(READ_MAX);
@@ -151,6 +286,7 @@ pub async fn serve(mut stream: TcpStream, ctx: Context) {
                 match wr.try_write(&conn.out) {
                     Ok(0) => return,
                     Ok(n) => {
+                        conn.ctx.counters.net_output_bytes.fetch_add(n as u64, Ordering::Relaxed);
                         conn.out.advance(n);
                         if conn.out.is_empty() && conn.out.capacity() > KEEP_BUFFER {
                             conn.out = BytesMut::new();
@@ -161,6 +297,7 @@ pub async fn serve(mut stream: TcpStream, ctx: Context) {
                 }
             },
             done = wait_front(&mut conn.queue), if waiting => conn.complete_front(done),
+            _ = sleep_until(deadline), if deadline.is_some() => conn.detect_expired = true,
             r = shutdown.changed(), if !stopping => {
                 // A closed channel means the server is gone: stop too.
                 stopping = r.is_err() || *shutdown.borrow();
@@ -172,6 +309,13 @@ pub async fn serve(mut stream: TcpStream, ctx: Context) {
         }
     }
     let _ = stream.shutdown().await;
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Waits until the socket is readable, then reads what is there (up to
@@ -187,83 +331,192 @@ async fn read_some(
     rd.read_buf(buf).await
 }
 
-/// Waits until the front entry (a write or a scan) completes.
+/// Waits until the front entry completes (or yields a chunk).
 async fn wait_front(queue: &mut VecDeque<Pending>) -> Done {
-    match queue.front_mut() {
-        Some(Pending::Write { rx, delete, size }) => {
-            let (delete, size) = (*delete, *size);
-            Done::Write(rx.await, delete, size)
-        }
-        Some(Pending::Scanning(h)) => Done::Scan(h.await),
-        // Not reached: the branch is only enabled for the two cases above.
+    match queue.front_mut().map(|p| &mut p.kind) {
+        Some(Kind::Write { rx, .. }) => Done::Write(rx.await),
+        Some(Kind::Txn { rx, .. }) => Done::Txn(rx.await),
+        Some(Kind::Running(h)) => Done::Ran(h.await),
+        Some(Kind::Streaming(rx)) => Done::Chunk(rx.recv().await),
+        // Not reached: the branch is only enabled for the cases above.
         _ => std::future::pending().await,
     }
 }
 
 impl Conn {
+    /// Chooses the protocol once the first bytes allow it. Returns `false`
+    /// while undecided.
+    fn decide(&mut self) -> bool {
+        if !matches!(self.parser, Parsers::Undecided) {
+            return true;
+        }
+        let verdict = match detect(&self.inbuf, command::is_command) {
+            Detect::Is(p) => Some(p),
+            _ if self.eof => Some(Protocol::Text),
+            Detect::NeedMore => None,
+            Detect::CrPending => {
+                if self.detect_expired {
+                    Some(Protocol::Text)
+                } else {
+                    if self.detect_deadline.is_none() {
+                        self.detect_deadline = Some(Instant::now() + DETECT_CR_WAIT);
+                    }
+                    None
+                }
+            }
+        };
+        match verdict {
+            Some(Protocol::Text) => {
+                self.parser = Parsers::Text(Parser::new(self.ctx.max_value_len));
+                true
+            }
+            Some(Protocol::Resp) => {
+                self.parser = Parsers::Resp(resp::Parser::new(resp::Limits::for_values(
+                    self.ctx.max_value_len,
+                )));
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Parses requests from the input buffer until more bytes are needed
     /// (returns `false`) or the reply bounds are reached (returns `true`).
     fn parse_available(&mut self) -> bool {
-        if self.protocol.is_none() {
-            match self.inbuf.first() {
-                Some(&b) => self.protocol = Some(detect(b)),
-                None => return false,
-            }
+        if self.closing || !self.decide() {
+            return false;
         }
         loop {
+            if self.closing {
+                return false;
+            }
             if self.out.len() + self.queued_bytes > OUT_LIMIT || self.queue.len() >= QUEUE_LIMIT {
                 return true;
             }
-            let next = match self.protocol {
-                Some(Protocol::Text) | None => self.parser.next(&mut self.inbuf),
+            let (plan, size, wire) = match &mut self.parser {
+                Parsers::Undecided => return false,
+                Parsers::Text(p) => {
+                    let Some(req) = p.next(&mut self.inbuf) else {
+                        return false;
+                    };
+                    let size = match &req {
+                        text::Request::Write { key, value } => key.len() + value.len(),
+                        text::Request::Read { key } | text::Request::Delete { key } => key.len(),
+                        text::Request::Reads { prefix } => prefix.len(),
+                        _ => 0,
+                    };
+                    (command::plan_text(&self.ctx, req), size, Wire::Text)
+                }
+                Parsers::Resp(p) => match p.next(&mut self.inbuf) {
+                    None => return false,
+                    Some(Parsed::Command(args)) => {
+                        let size = args.iter().map(|a| a.len()).sum();
+                        let plan = command::plan_redis(&self.ctx, &mut self.session, args);
+                        // After planning: HELLO's reply is in the new
+                        // protocol.
+                        (plan, size, command::wire_of(&self.session))
+                    }
+                    Some(Parsed::Error(msg)) => {
+                        Counters::bump(&self.ctx.counters.bad_requests);
+                        self.inbuf = BytesMut::new();
+                        (
+                            Plan::Close(Reply::err(msg)),
+                            0,
+                            command::wire_of(&self.session),
+                        )
+                    }
+                },
             };
-            let Some(req) = next else {
-                return false;
-            };
-            self.dispatch(req);
+            self.push(plan, size, wire);
         }
     }
 
-    fn dispatch(&mut self, req: Request) {
-        match req {
-            Request::Write { key, value } => {
-                let size = key.len() + value.len();
-                self.submit(WriteOp::Put { key, value }, false, size)
-            }
-            Request::Delete { key } => {
-                let size = key.len();
-                self.submit(WriteOp::Delete { key }, true, size)
-            }
-            Request::Read { key } => {
-                if self.queue.is_empty() {
-                    self.read_now(&key);
-                } else {
-                    self.queued_bytes += key.len();
-                    self.queue.push_back(Pending::Read(key));
-                }
-            }
-            Request::Status => self.queue.push_back(Pending::Status),
-            Request::Keys => self.queue.push_back(Pending::Scan(None)),
-            Request::Reads { prefix } => {
-                self.queued_bytes += prefix.len();
-                self.queue.push_back(Pending::Scan(Some(prefix)));
-            }
-            Request::Invalid(e) => {
-                Counters::bump(&self.ctx.counters.bad_requests);
-                if self.queue.is_empty() {
-                    text::encode_error(&mut self.out, &e);
-                } else {
-                    let mut b = BytesMut::new();
-                    text::encode_error(&mut b, &e);
-                    self.queued_bytes += b.len();
-                    self.queue.push_back(Pending::Ready(b.freeze()));
-                }
-            }
+    fn push(&mut self, plan: Plan, size: usize, wire: Wire) {
+        if self.reads_pending > 0 && matches!(plan, Plan::Write { .. } | Plan::Txn { .. }) {
+            let size = match &plan {
+                Plan::Write { op, .. } => write_size(op),
+                Plan::Txn { size: t, .. } => size.max(*t),
+                _ => size,
+            };
+            self.enqueue(Kind::Unsubmitted(Some(plan)), size, wire);
+            return;
         }
+        let kind = match plan {
+            Plan::Reply(r) => {
+                if self.queue.is_empty() {
+                    wire.encode(&mut self.out, &r);
+                    return;
+                }
+                let mut b = BytesMut::new();
+                wire.encode(&mut b, &r);
+                self.enqueue(Kind::Ready(b.freeze()), 0, wire);
+                return;
+            }
+            Plan::Write { op, finish } => {
+                let (tx, rx) = oneshot::channel();
+                self.ctx.db.submit(
+                    op,
+                    Box::new(move |r| {
+                        // The connection may be gone; the write stands anyway.
+                        let _ = tx.send(r);
+                    }),
+                );
+                Kind::Write { rx, finish }
+            }
+            Plan::Txn {
+                txn,
+                size: tsize,
+                finish,
+            } => {
+                let (tx, rx) = oneshot::channel();
+                crate::txn::submit_txn(
+                    &self.ctx.db,
+                    txn,
+                    Box::new(move |r| {
+                        let _ = tx.send(r);
+                    }),
+                );
+                self.enqueue(
+                    Kind::Txn {
+                        rx,
+                        finish: Some(finish),
+                    },
+                    size.max(tsize),
+                    wire,
+                );
+                return;
+            }
+            Plan::Read { key, finish } => {
+                if self.queue.is_empty() {
+                    let r = finish(&self.ctx.counters, self.ctx.db.get(&key));
+                    wire.encode(&mut self.out, &r);
+                    return;
+                }
+                Kind::Read { key, finish }
+            }
+            Plan::Front(job) => {
+                if self.queue.is_empty() {
+                    let r = job(&self.ctx);
+                    wire.encode(&mut self.out, &r);
+                    return;
+                }
+                Kind::Front(Some(job))
+            }
+            Plan::Blocking(job) => Kind::Blocking(Some(job)),
+            Plan::Stream(job) => Kind::Stream(Some(job)),
+            Plan::Close(r) => {
+                self.closing = true;
+                let mut b = BytesMut::new();
+                wire.encode(&mut b, &r);
+                let n = b.len();
+                self.enqueue(Kind::Ready(b.freeze()), n, wire);
+                Kind::Close
+            }
+        };
+        self.enqueue(kind, size, wire);
     }
 
-    fn submit(&mut self, op: WriteOp, delete: bool, size: usize) {
-        self.queued_bytes += size;
+    fn submit_write(&self, op: WriteOp, finish: WriteFinish) -> Kind {
         let (tx, rx) = oneshot::channel();
         self.ctx.db.submit(
             op,
@@ -272,117 +525,185 @@ impl Conn {
                 let _ = tx.send(r);
             }),
         );
-        self.queue.push_back(Pending::Write { rx, delete, size });
+        Kind::Write { rx, finish }
     }
 
-    fn read_now(&mut self, key: &[u8]) {
-        match self.ctx.db.get(key) {
-            Ok(Some(v)) => text::encode_value(&mut self.out, &v),
-            Ok(None) => text::encode_not_found(&mut self.out),
-            Err(e) => text::encode_error(&mut self.out, &reply_reason(&e)),
+    fn submit_txn(&self, txn: crate::txn::Txn, finish: TxnFinish) -> Kind {
+        let (tx, rx) = oneshot::channel();
+        crate::txn::submit_txn(
+            &self.ctx.db,
+            txn,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        Kind::Txn {
+            rx,
+            finish: Some(finish),
         }
-        Counters::bump(&self.ctx.counters.reads);
+    }
+
+    /// Submits the deferred writes at the front of the queue, up to the
+    /// next entry that reads.
+    fn submit_deferred(&mut self) {
+        for i in 0..self.queue.len() {
+            if self.queue[i].kind.reads() {
+                return;
+            }
+            let plan = match &mut self.queue[i].kind {
+                Kind::Unsubmitted(p) => p.take(),
+                _ => continue,
+            };
+            self.queue[i].kind = match plan {
+                Some(Plan::Write { op, finish }) => self.submit_write(op, finish),
+                Some(Plan::Txn { txn, finish, .. }) => self.submit_txn(txn, finish),
+                // Only writes and transactions are deferred.
+                _ => Kind::Ready(Bytes::new()),
+            };
+        }
+    }
+
+    fn enqueue(&mut self, kind: Kind, size: usize, wire: Wire) {
+        let size = match &kind {
+            Kind::Ready(b) => b.len(),
+            _ => size,
+        };
+        self.queued_bytes += size;
+        if kind.reads() {
+            self.reads_pending += 1;
+        }
+        self.queue.push_back(Pending { kind, size, wire });
     }
 
     /// Moves every finished entry at the front of the queue into the output
-    /// buffer, executing reads and `status`, and starting a scan if one is
-    /// reached.
+    /// buffer, executing reads and quick work, and starting slow work or a
+    /// stream if one is reached.
     fn resolve_front(&mut self) {
         while let Some(front) = self.queue.front_mut() {
-            match front {
-                Pending::Ready(b) => {
-                    self.queued_bytes -= b.len();
-                    self.out.extend_from_slice(b);
+            let wire = front.wire;
+            match &mut front.kind {
+                Kind::Ready(b) => self.out.extend_from_slice(b),
+                Kind::Read { key, finish } => {
+                    let r = finish(&self.ctx.counters, self.ctx.db.get(key));
+                    wire.encode(&mut self.out, &r);
                 }
-                Pending::Read(key) => {
-                    let key = std::mem::take(key);
-                    self.queued_bytes -= key.len();
-                    self.read_now(&key);
+                Kind::Front(job) => {
+                    if let Some(job) = job.take() {
+                        let r = job(&self.ctx);
+                        wire.encode(&mut self.out, &r);
+                    }
                 }
-                Pending::Status => self.ctx.counters.encode_status(&self.ctx.db, &mut self.out),
-                Pending::Write { rx, delete, size } => {
-                    let (delete, size) = (*delete, *size);
-                    match rx.try_recv() {
-                        Ok(r) => self.write_done(Ok(r), delete, size),
+                Kind::Write { rx, finish } => {
+                    let finish = *finish;
+                    let r = match rx.try_recv() {
+                        Ok(r) => Ok(r),
                         Err(oneshot::error::TryRecvError::Empty) => return,
-                        Err(oneshot::error::TryRecvError::Closed) => {
-                            self.write_done(Err(()), delete, size)
-                        }
+                        Err(oneshot::error::TryRecvError::Closed) => Err(()),
+                    };
+                    let reply = finish(&self.ctx.counters, r);
+                    wire.encode(&mut self.out, &reply);
+                }
+                Kind::Txn { rx, finish } => {
+                    let r = match rx.try_recv() {
+                        Ok(r) => Ok(r),
+                        Err(oneshot::error::TryRecvError::Empty) => return,
+                        Err(oneshot::error::TryRecvError::Closed) => Err(()),
+                    };
+                    if let Some(f) = finish.take() {
+                        wire.encode(&mut self.out, &f(r));
                     }
                 }
-                Pending::Scan(prefix) => {
-                    let prefix = prefix.take();
-                    if let Some(p) = &prefix {
-                        self.queued_bytes -= p.len();
-                    }
-                    let db = self.ctx.db.clone();
-                    let h = tokio::task::spawn_blocking(move || scan(&db, prefix.as_deref()));
-                    *front = Pending::Scanning(h);
+                Kind::Blocking(job) => {
+                    let Some(job) = job.take() else { return };
+                    let ctx = self.ctx.clone();
+                    front.kind = Kind::Running(tokio::task::spawn_blocking(move || job(&ctx)));
                     return;
                 }
-                // Collected by `complete_front` once it finishes.
-                Pending::Scanning(_) => return,
+                Kind::Stream(job) => {
+                    let Some(job) = job.take() else { return };
+                    let ctx = self.ctx.clone();
+                    let (tx, rx) = mpsc::channel(STREAM_CHUNKS);
+                    tokio::task::spawn_blocking(move || {
+                        let mut sink = Sink::new(tx);
+                        job(&ctx, &mut sink);
+                        sink.flush();
+                    });
+                    front.kind = Kind::Streaming(rx);
+                    return;
+                }
+                // Collected by `complete_front`.
+                Kind::Running(_) | Kind::Streaming(_) => return,
+                Kind::Unsubmitted(_) => {
+                    self.submit_deferred();
+                    continue;
+                }
+                Kind::Close => {
+                    self.finished = true;
+                    self.queue.clear();
+                    self.queued_bytes = 0;
+                    self.reads_pending = 0;
+                    return;
+                }
             }
-            self.queue.pop_front();
+            self.pop_front();
+        }
+    }
+
+    fn pop_front(&mut self) {
+        if let Some(p) = self.queue.pop_front() {
+            self.queued_bytes -= p.size;
+            if p.kind.reads() {
+                self.reads_pending -= 1;
+                self.submit_deferred();
+            }
         }
     }
 
     fn complete_front(&mut self, done: Done) {
+        let Some(front) = self.queue.front_mut() else {
+            return;
+        };
+        let wire = front.wire;
         match done {
-            Done::Write(r, delete, size) => self.write_done(r.map_err(|_| ()), delete, size),
-            Done::Scan(Ok(reply)) => {
-                Counters::bump(&self.ctx.counters.scans);
-                self.out.extend_from_slice(&reply);
+            Done::Write(r) => {
+                if let Kind::Write { finish, .. } = &front.kind {
+                    let reply = finish(&self.ctx.counters, r.map_err(|_| ()));
+                    wire.encode(&mut self.out, &reply);
+                }
             }
-            Done::Scan(Err(_)) => text::encode_error(&mut self.out, &"scan failed"),
+            Done::Txn(r) => {
+                if let Kind::Txn { finish, .. } = &mut front.kind {
+                    if let Some(f) = finish.take() {
+                        wire.encode(&mut self.out, &f(r.map_err(|_| ())));
+                    }
+                }
+            }
+            Done::Ran(Ok(reply)) => wire.encode(&mut self.out, &reply),
+            Done::Ran(Err(_)) => wire.encode(&mut self.out, &Reply::err("command failed")),
+            Done::Chunk(Some(b)) if b.is_empty() => {
+                // The producer gave up after part of its reply went out:
+                // nothing after it can be framed.
+                self.finished = true;
+                self.closing = true;
+                self.queue.clear();
+                self.queued_bytes = 0;
+                self.reads_pending = 0;
+                return;
+            }
+            Done::Chunk(Some(b)) => {
+                self.out.extend_from_slice(&b);
+                return;
+            }
+            Done::Chunk(None) => {}
         }
-        self.queue.pop_front();
-    }
-
-    fn write_done(
-        &mut self,
-        r: Result<escabelo_engine::Result<bool>, ()>,
-        delete: bool,
-        size: usize,
-    ) {
-        self.queued_bytes -= size;
-        let c = &self.ctx.counters;
-        Counters::bump(if delete { &c.deletes } else { &c.writes });
-        match r {
-            Ok(Ok(true)) => text::encode_success(&mut self.out),
-            Ok(Ok(false)) if delete => text::encode_not_found(&mut self.out),
-            Ok(Ok(false)) => text::encode_success(&mut self.out),
-            Ok(Err(e)) => text::encode_error(&mut self.out, &reply_reason(&e)),
-            Err(()) => text::encode_error(&mut self.out, &reply_reason(&Error::Closed)),
-        }
+        self.pop_front();
     }
 }
 
-/// Runs a `keys` (`prefix` is `None`) or `reads` scan and encodes the whole
-/// reply. Blocking: runs on the blocking pool.
-fn scan(db: &Db, prefix: Option<&[u8]>) -> Bytes {
-    let mut out = BytesMut::new();
-    let result: escabelo_engine::Result<()> = (|| {
-        match prefix {
-            None => {
-                for k in db.keys()? {
-                    text::encode_list_item(&mut out, &k?);
-                }
-            }
-            Some(p) => {
-                for kv in db.scan_prefix(p)? {
-                    let (_, v) = kv?;
-                    text::encode_list_item(&mut out, &v);
-                }
-            }
-        }
-        Ok(())
-    })();
-    if let Err(e) = result {
-        out.clear();
-        text::encode_error(&mut out, &reply_reason(&e));
-    } else if out.is_empty() {
-        text::encode_empty_list(&mut out);
+/// Bytes of key and value a write holds until it is acknowledged.
+fn write_size(op: &WriteOp) -> usize {
+    match op {
+        WriteOp::Put { key, value } => key.len() + value.len(),
+        WriteOp::Delete { key } => key.len(),
     }
-    out.freeze()
 }

@@ -94,6 +94,10 @@ impl Server {
             counters: self.counters.clone(),
             max_value_len: self.settings.max_value_len,
             shutdown: rx,
+            info: Arc::new(connection::ServerInfo::new(
+                self.listener.local_addr().unwrap_or(self.settings.addr),
+                self.settings.max_connections,
+            )),
         };
         let max = self.settings.max_connections as u64;
         tokio::pin!(stop);

@@ -27,6 +27,18 @@ pub struct Counters {
     pub connections_total: AtomicU64,
     /// Clients refused because of `--max-connections`.
     pub connections_refused: AtomicU64,
+    /// RESP commands received.
+    pub commands: AtomicU64,
+    /// Reads through RESP that found their key.
+    pub keyspace_hits: AtomicU64,
+    /// Reads through RESP that did not.
+    pub keyspace_misses: AtomicU64,
+    /// Bytes received from clients.
+    pub net_input_bytes: AtomicU64,
+    /// Bytes sent to clients.
+    pub net_output_bytes: AtomicU64,
+    /// The last client id handed out.
+    pub next_client_id: AtomicU64,
     started: Instant,
 }
 
@@ -48,8 +60,19 @@ impl Counters {
             connections: AtomicU64::new(0),
             connections_total: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
+            commands: AtomicU64::new(0),
+            keyspace_hits: AtomicU64::new(0),
+            keyspace_misses: AtomicU64::new(0),
+            net_input_bytes: AtomicU64::new(0),
+            net_output_bytes: AtomicU64::new(0),
+            next_client_id: AtomicU64::new(0),
             started: Instant::now(),
         }
+    }
+
+    /// Time since the server started.
+    pub fn uptime(&self) -> std::time::Duration {
+        self.started.elapsed()
     }
 
     /// Adds one to a counter.

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Installs what the Redis client tests need, when missing:
+#   - Debian's redis-tools (redis-cli, redis-benchmark) and redis-server,
+#   - PyPI's `redis` (redis-py) in a virtual environment under target/,
+#   - npm's `ioredis` under target/.
+# Safe to run repeatedly: anything already present is left alone. A tool
+# that cannot be installed is reported; the tests that need it then print
+# `SKIPPED: <reason>` instead of failing.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root="$(pwd)"
+deps="$root/target/test-deps"
+mkdir -p "$deps"
+
+sudo_cmd=""
+if [ "$(id -u)" != "0" ] && command -v sudo >/dev/null 2>&1; then
+    sudo_cmd="sudo"
+fi
+
+if ! command -v redis-cli >/dev/null 2>&1 || ! command -v redis-benchmark >/dev/null 2>&1 \
+    || ! command -v redis-server >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1; then
+        echo "== installing redis-tools and redis-server (apt-get)"
+        export DEBIAN_FRONTEND=noninteractive
+        if ! $sudo_cmd apt-get install -y -q redis-tools redis-server >/dev/null; then
+            $sudo_cmd apt-get update -q >/dev/null || true
+            $sudo_cmd apt-get install -y -q redis-tools redis-server >/dev/null \
+                || echo "test-deps: could not install redis-tools/redis-server"
+        fi
+        # The package starts a system redis-server on 6379; the tests do
+        # not need it.
+        if command -v service >/dev/null 2>&1; then
+            $sudo_cmd service redis-server stop >/dev/null 2>&1 || true
+        fi
+    else
+        echo "test-deps: no apt-get; redis-cli tests will be skipped"
+    fi
+fi
+
+venv="$deps/venv"
+if ! "$venv/bin/python" -c 'import redis' >/dev/null 2>&1; then
+    if command -v python3 >/dev/null 2>&1; then
+        echo "== installing redis-py into $venv"
+        python3 -m venv "$venv" && "$venv/bin/pip" install -q redis \
+            || echo "test-deps: could not install redis-py"
+    else
+        echo "test-deps: no python3; redis-py tests will be skipped"
+    fi
+fi
+
+node_dir="$deps/node"
+if [ ! -d "$node_dir/node_modules/ioredis" ]; then
+    if command -v npm >/dev/null 2>&1; then
+        echo "== installing ioredis into $node_dir"
+        mkdir -p "$node_dir"
+        (cd "$node_dir" && npm install --silent --no-audit --no-fund ioredis >/dev/null) \
+            || echo "test-deps: could not install ioredis"
+    else
+        echo "test-deps: no npm; ioredis tests will be skipped"
+    fi
+fi
+echo "== test dependencies ready"
+exit 0
