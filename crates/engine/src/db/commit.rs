@@ -371,6 +371,45 @@ enum Decided {
 }
 
 impl Decided {
+    /// A request that writes `new(current)` if that is `Some`, given the
+    /// key's current entry (a delete, a collection move).
+    fn conditional(
+        key: Bytes,
+        current: Result<Option<Value>>,
+        done: WriteCallback,
+        new: impl FnOnce(Option<Value>) -> Option<Value>,
+    ) -> Option<Decided> {
+        match current {
+            Ok(cur) => {
+                let value = new(cur);
+                Some(Decided::One {
+                    key,
+                    outcome: value.is_some(),
+                    value,
+                    done,
+                })
+            }
+            Err(e) => {
+                done(Err(e));
+                None
+            }
+        }
+    }
+
+    /// The entries this request writes, in order.
+    fn writes(&self) -> impl Iterator<Item = (&Bytes, &Value)> {
+        let (one, many) = match self {
+            Decided::One {
+                key,
+                value: Some(v),
+                ..
+            } => (Some((key, v)), &[][..]),
+            Decided::One { value: None, .. } => (None, &[][..]),
+            Decided::Txn { writes, .. } => (None, &writes[..]),
+        };
+        one.into_iter().chain(many.iter().map(|(k, v)| (k, v)))
+    }
+
     fn fail(self, e: &Error) {
         match self {
             Decided::One { done, .. } => done(Err(dup_error(e))),
@@ -387,7 +426,7 @@ struct CommitState<'a> {
 }
 
 impl CommitState<'_> {
-    fn current(&self, key: &Bytes) -> Result<Option<Value>> {
+    fn current(&self, key: &[u8]) -> Result<Option<Value>> {
         match self.overlay.get(key) {
             Some(v) => Ok(Some(v.clone())),
             None => self.sv.get_raw(key, SEQ_LATEST),
@@ -397,10 +436,7 @@ impl CommitState<'_> {
 
 impl txn::State for CommitState<'_> {
     fn entry(&mut self, key: &[u8]) -> Result<Option<Value>> {
-        match self.overlay.get(key) {
-            Some(v) => Ok(Some(v.clone())),
-            None => self.sv.get_raw(key, SEQ_LATEST),
-        }
+        self.current(key)
     }
 
     fn bytes(&mut self, key: &[u8], v: &Value) -> Result<Bytes> {
@@ -516,47 +552,33 @@ impl Committer {
                         done,
                     }
                 }
-                Request::Write(WriteOp::Delete { key }, done) => match state.current(&key) {
-                    Ok(Some(Value::Inline(_) | Value::Blob(_))) => Decided::One {
-                        key,
-                        value: Some(Value::Tombstone),
-                        outcome: true,
-                        done,
-                    },
-                    Ok(_) => Decided::One {
-                        key,
-                        value: None,
-                        outcome: false,
-                        done,
-                    },
-                    Err(e) => {
-                        done(Err(e));
-                        continue;
+                // A delete of an absent key writes nothing.
+                Request::Write(WriteOp::Delete { key }, done) => {
+                    let current = state.current(&key);
+                    match Decided::conditional(key, current, done, |cur| match cur {
+                        Some(Value::Inline(_) | Value::Blob(_)) => Some(Value::Tombstone),
+                        _ => None,
+                    }) {
+                        Some(d) => d,
+                        None => continue,
                     }
-                },
+                }
+                // A move applies only if the key still points where it did.
                 Request::GcMove {
                     key,
                     old,
                     new,
                     done,
-                } => match state.current(&key) {
-                    Ok(Some(Value::Blob(r))) if r == old => Decided::One {
-                        key,
-                        value: Some(Value::Blob(new)),
-                        outcome: true,
-                        done,
-                    },
-                    Ok(_) => Decided::One {
-                        key,
-                        value: None,
-                        outcome: false,
-                        done,
-                    },
-                    Err(e) => {
-                        done(Err(e));
-                        continue;
+                } => {
+                    let current = state.current(&key);
+                    match Decided::conditional(key, current, done, |cur| match cur {
+                        Some(Value::Blob(r)) if r == old => Some(Value::Blob(new)),
+                        _ => None,
+                    }) {
+                        Some(d) => d,
+                        None => continue,
                     }
-                },
+                }
                 Request::Txn(t, done) => {
                     let mut state = state;
                     match txn::evaluate(&t, &mut state, self.shared.opts.value_len_max) {
@@ -628,37 +650,13 @@ impl Committer {
         // is safe. Only the committer changes `seq`, under the log lock.
         let mem = sv.mem.clone();
         let seq = self.shared.seq.load(Ordering::SeqCst) + 1;
-        for d in &decided {
-            match d {
-                Decided::One {
-                    key,
-                    value: Some(v),
-                    ..
-                } => mem.insert(key.clone(), v.clone(), seq),
-                Decided::One { value: None, .. } => {}
-                Decided::Txn { writes, .. } => {
-                    for (key, v) in writes {
-                        mem.insert(key.clone(), v.clone(), seq);
-                    }
-                }
-            }
+        for (key, v) in decided.iter().flat_map(Decided::writes) {
+            mem.insert(key.clone(), v.clone(), seq);
         }
         self.shared.seq.store(seq, Ordering::SeqCst);
         *self.shared.last_write.lock() = std::time::Instant::now();
-        for d in &decided {
-            match d {
-                Decided::One {
-                    key,
-                    value: Some(_),
-                    ..
-                } => self.shared.cache.invalidate(key, seq),
-                Decided::One { value: None, .. } => {}
-                Decided::Txn { writes, .. } => {
-                    for (key, _) in writes {
-                        self.shared.cache.invalidate(key, seq);
-                    }
-                }
-            }
+        for (key, _) in decided.iter().flat_map(Decided::writes) {
+            self.shared.cache.invalidate(key, seq);
         }
         for d in decided {
             match d {
