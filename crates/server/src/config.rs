@@ -74,7 +74,7 @@ pub struct Config {
 }
 
 /// Offline tools; each takes the directory lock, so the server must be
-/// stopped.
+/// stopped (except `log --follow`, which only reads).
 #[derive(Debug, Clone, Subcommand)]
 pub enum Tool {
     /// Verify every checksum of every file and print a report; exits 1 if
@@ -90,6 +90,20 @@ pub enum Tool {
         /// Data directory to repair (default: the top-level --data-dir).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+    },
+    /// List the operations still held in the write-ahead log, in replay
+    /// order; exits 1 if a log is damaged.
+    Log {
+        /// Data directory to read (default: the top-level --data-dir).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Take no lock and keep polling for new operations until
+        /// interrupted (read-only: safe while the server runs).
+        #[arg(long)]
+        follow: bool,
+        /// Print one JSON object per line.
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -43,7 +43,7 @@ fn main() -> ExitCode {
     code
 }
 
-/// Runs `escabelo check` or `escabelo repair`.
+/// Runs `escabelo check`, `escabelo repair` or `escabelo log`.
 fn run_tool(cfg: &Config, tool: config::Tool) -> ExitCode {
     let mut opts = match cfg.engine_options() {
         Ok(o) => o,
@@ -83,6 +83,26 @@ fn run_tool(cfg: &Config, tool: config::Tool) -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("escabelo repair: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        config::Tool::Log {
+            data_dir,
+            follow,
+            json,
+        } => {
+            if let Some(d) = data_dir {
+                opts.dir = d;
+            }
+            let lo = escabelo_engine::tools::OplogOptions {
+                follow,
+                ..Default::default()
+            };
+            match escabelo_engine::tools::write_oplog(&opts, &lo, json, &mut std::io::stdout()) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("escabelo log: {e}");
                     ExitCode::FAILURE
                 }
             }

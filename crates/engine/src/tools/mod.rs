@@ -5,14 +5,21 @@
 //! been lost is left out and listed, never resurrected from an older
 //! version).
 //!
-//! Both take the data directory's lock, so they fail with
-//! [`Error::Locked`] while a server has the database open, and both do all
-//! their I/O through [`Options::fs`].
+//! [`oplog`] lists the operations still held in the write-ahead log.
+//!
+//! All take the data directory's lock (`oplog` unless it follows a live
+//! log, read-only), so they fail with [`Error::Locked`] while a server has
+//! the database open, and all do their I/O through [`Options::fs`].
 
 mod check;
+mod oplog;
 mod repair;
 
 pub use check::{check, CheckReport};
+pub use oplog::{
+    escape_key, oplog, write_oplog, OpEntry, OpKind, OplogEvent, OplogOptions, OplogSummary,
+    FOLLOW_POLL_INTERVAL, FOLLOW_RETRIES_MAX,
+};
 pub use repair::{repair, RepairReport, LOST_KEYS_FILE, LOST_KEYS_SHOWN};
 
 use crate::error::{Error, IoContext, Result};
