@@ -14,6 +14,7 @@ fn run(opts: &Options) -> escabelo_engine::Result<(Vec<OpEntry>, Vec<String>)> {
         match ev {
             OplogEvent::Entry(e) => entries.push(e),
             OplogEvent::Note(n) => notes.push(n),
+            OplogEvent::Table(t) => panic!("tables were not asked for: {t:?}"),
             OplogEvent::Polled => {}
         }
         true
@@ -130,6 +131,7 @@ fn oplog_refuses_a_locked_directory_unless_following() {
     let lo = OplogOptions {
         follow: true,
         poll_interval: Duration::from_millis(10),
+        tables: false,
     };
     let mut keys = Vec::new();
     let mut polls = 0;
@@ -137,6 +139,7 @@ fn oplog_refuses_a_locked_directory_unless_following() {
         match ev {
             OplogEvent::Entry(e) => keys.push((e.seq, e.key.to_vec())),
             OplogEvent::Note(n) => panic!("unexpected note {n}"),
+            OplogEvent::Table(t) => panic!("unexpected table entry {t:?}"),
             OplogEvent::Polled => {
                 polls += 1;
                 if polls == 1 {
@@ -197,4 +200,69 @@ fn oplog_notes_a_torn_tail_and_fails_on_corruption() {
         Err(Error::Corruption { offset: 0, .. }) => {}
         other => panic!("expected corruption at offset 0, got {other:?}"),
     }
+}
+
+#[test]
+fn oplog_lists_level0_tables_before_the_log_when_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut opts = Options::new(tmp.path());
+    // Both flushed tables stay at level 0.
+    opts.l0_compaction_trigger = 8;
+    let db = Db::open(opts.clone()).unwrap();
+    db.put(b"a", b"1").unwrap();
+    db.put(b"b", &[b'v'; 3000]).unwrap();
+    db.put(b"c", b"3").unwrap();
+    db.flush().unwrap();
+    assert!(db.delete(b"c").unwrap());
+    db.put(b"a", b"11").unwrap();
+    db.flush().unwrap();
+    db.put(b"d", b"4444").unwrap();
+    db.close().unwrap();
+
+    // Without tables: only what the log still holds.
+    let (entries, _) = run(&opts).unwrap();
+    assert_eq!(
+        brief(&entries),
+        vec![(OpKind::Write, b"d".to_vec(), Some(4), None)]
+    );
+    assert_eq!(entries[0].seq, 1);
+
+    let lo = OplogOptions {
+        tables: true,
+        ..OplogOptions::default()
+    };
+    let mut events = Vec::new();
+    oplog(&opts, &lo, &mut |ev| {
+        events.push(ev);
+        true
+    })
+    .unwrap();
+    let tables: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            OplogEvent::Table(t) => Some((t.op, t.key.to_vec(), t.len, t.blob.is_some())),
+            _ => None,
+        })
+        .collect();
+    // Oldest table first; in a table one entry per key, in key order.
+    assert_eq!(
+        tables,
+        vec![
+            (OpKind::Write, b"a".to_vec(), Some(1), false),
+            (OpKind::Write, b"b".to_vec(), tables[1].2, true),
+            (OpKind::Write, b"c".to_vec(), Some(1), false),
+            (OpKind::Write, b"a".to_vec(), Some(2), false),
+            (OpKind::Delete, b"c".to_vec(), None, false),
+        ]
+    );
+    assert!(tables[1].2.is_some_and(|l| l >= 3000));
+    // Tables come first, then the log.
+    assert!(matches!(events.last(), Some(OplogEvent::Entry(e)) if &e.key[..] == b"d"));
+    let mut out = Vec::new();
+    write_oplog(&opts, &lo, false, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.starts_with("table=") && text.contains(" level=0 op=delete key=c len=-\n"),
+        "{text}"
+    );
 }

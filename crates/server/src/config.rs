@@ -104,6 +104,10 @@ pub enum Tool {
         /// Print one JSON object per line.
         #[arg(long)]
         json: bool,
+        /// First list the entries of the level-0 tables (the most recent
+        /// flushes), oldest table first.
+        #[arg(long)]
+        tables: bool,
     },
 }
 

@@ -91,12 +91,14 @@ fn run_tool(cfg: &Config, tool: config::Tool) -> ExitCode {
             data_dir,
             follow,
             json,
+            tables,
         } => {
             if let Some(d) = data_dir {
                 opts.dir = d;
             }
             let lo = escabelo_engine::tools::OplogOptions {
                 follow,
+                tables,
                 ..Default::default()
             };
             match escabelo_engine::tools::write_oplog(&opts, &lo, json, &mut std::io::stdout()) {

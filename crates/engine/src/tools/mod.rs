@@ -18,7 +18,7 @@ mod repair;
 pub use check::{check, CheckReport};
 pub use oplog::{
     escape_key, oplog, write_oplog, OpEntry, OpKind, OplogEvent, OplogOptions, OplogSummary,
-    FOLLOW_POLL_INTERVAL, FOLLOW_RETRIES_MAX,
+    TableOp, FOLLOW_POLL_INTERVAL, FOLLOW_RETRIES_MAX,
 };
 pub use repair::{repair, RepairReport, LOST_KEYS_FILE, LOST_KEYS_SHOWN};
 

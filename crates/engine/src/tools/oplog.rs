@@ -28,6 +28,11 @@
 //!   whole blob record (header, key and value) the pointer names for a
 //!   gc-move, none for a delete.
 //!
+//! With [`OplogOptions::tables`], the entries of the level-0 tables (the
+//! most recent flushes) come first, oldest table first, each as a
+//! [`TableOp`]: a table holds one entry per key (its newest version at the
+//! time of the flush), in key order, with no offset or sequence number.
+//!
 //! A torn tail (the unsynced end of a crash, which recovery drops) is
 //! reported as a note after the segment's entries, not as an error; a bad
 //! record that recovery would refuse is an [`Error::Corruption`].
@@ -51,9 +56,11 @@
 
 use super::{load_manifest, lock_dir, short_name};
 use crate::error::{Error, IoContext, Result};
+use crate::manifest::LiveFiles;
 use crate::options::Options;
+use crate::table::Table;
 use crate::types::Value;
-use crate::version::{blob_name, log_name, parse_file_name, FileKind};
+use crate::version::{blob_name, log_name, parse_file_name, table_name, FileKind};
 use crate::wal::{ReadMode, WalReader, WalRecord};
 use bytes::Bytes;
 use std::collections::BTreeMap;
@@ -74,6 +81,8 @@ pub struct OplogOptions {
     pub follow: bool,
     /// Time between two polls in follow mode.
     pub poll_interval: Duration,
+    /// First list the entries of the level-0 tables (once, at the start).
+    pub tables: bool,
 }
 
 impl Default for OplogOptions {
@@ -81,6 +90,7 @@ impl Default for OplogOptions {
         OplogOptions {
             follow: false,
             poll_interval: FOLLOW_POLL_INTERVAL,
+            tables: false,
         }
     }
 }
@@ -162,9 +172,7 @@ impl OpEntry {
     /// null).
     pub fn to_json(&self) -> String {
         let len = self.len.map_or("null".to_string(), |l| l.to_string());
-        let blob = self.blob.map_or("null".to_string(), |(f, o)| {
-            format!("{{\"file\":{},\"offset\":{o}}}", json_str(&blob_name(f)))
-        });
+        let blob = json_blob(self.blob);
         let txn = self.txn.map_or("null".to_string(), |(i, n)| {
             format!("{{\"index\":{i},\"count\":{n}}}")
         });
@@ -180,11 +188,78 @@ impl OpEntry {
     }
 }
 
+/// One entry of a level-0 table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableOp {
+    /// Number of the table file.
+    pub table: u64,
+    /// [`OpKind::Write`] (inline or blob value) or [`OpKind::Delete`].
+    pub op: OpKind,
+    /// The key.
+    pub key: Bytes,
+    /// Value length (inline), blob record length (blob), none (delete).
+    pub len: Option<u64>,
+    /// For a value in a blob file: the file number and the record offset.
+    pub blob: Option<(u64, u64)>,
+}
+
+impl TableOp {
+    /// `table=NNNNNN.sst level=0 op=OP key=K len=L`, then ` blob=FILE@OFFSET`
+    /// for a value in a blob file.
+    pub fn to_text(&self) -> String {
+        let mut s = format!(
+            "table={} level=0 op={} key={} len={}",
+            table_name(self.table),
+            self.op.name(),
+            escape_key(&self.key),
+            self.len.map_or("-".to_string(), |l| l.to_string())
+        );
+        if let Some((f, o)) = self.blob {
+            let _ = write!(s, " blob={}@{o}", blob_name(f));
+        }
+        s
+    }
+
+    /// `{"table","level","op","key","len","blob"}` on one line.
+    pub fn to_json(&self) -> String {
+        format!(
+            "{{\"table\":{},\"level\":0,\"op\":{},\"key\":{},\"len\":{},\"blob\":{}}}",
+            json_str(&table_name(self.table)),
+            json_str(self.op.name()),
+            json_str(&escape_key(&self.key)),
+            self.len.map_or("null".to_string(), |l| l.to_string()),
+            json_blob(self.blob)
+        )
+    }
+}
+
+/// `{"file","offset"}` or `null`.
+fn json_blob(blob: Option<(u64, u64)>) -> String {
+    blob.map_or("null".to_string(), |(f, o)| {
+        format!("{{\"file\":{},\"offset\":{o}}}", json_str(&blob_name(f)))
+    })
+}
+
+/// The kind, length and blob location of a value.
+fn describe_value(v: &Value) -> (OpKind, Option<u64>, Option<(u64, u64)>) {
+    match v {
+        Value::Inline(v) => (OpKind::Write, Some(v.len() as u64), None),
+        Value::Tombstone => (OpKind::Delete, None, None),
+        Value::Blob(p) => (
+            OpKind::GcMove,
+            Some(u64::from(p.len)),
+            Some((p.file, p.offset)),
+        ),
+    }
+}
+
 /// What [`oplog`] hands to its sink.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OplogEvent {
     /// An entry of the log.
     Entry(OpEntry),
+    /// An entry of a level-0 table (with [`OplogOptions::tables`]).
+    Table(TableOp),
     /// A remark that is not an error (a torn tail).
     Note(String),
     /// Follow mode: a poll found nothing more; the sink may stop here.
@@ -254,7 +329,10 @@ pub fn oplog(
 ) -> Result<OplogSummary> {
     if !lo.follow {
         let _lock = lock_dir(opts)?;
-        let mut st = State::default();
+        let mut st = State {
+            tables_pending: lo.tables,
+            ..State::default()
+        };
         st.poll(opts, false, sink)?;
         return Ok(st.summary);
     }
@@ -264,7 +342,10 @@ pub fn oplog(
             opts.dir.display()
         )));
     }
-    let mut st = State::default();
+    let mut st = State {
+        tables_pending: lo.tables,
+        ..State::default()
+    };
     let mut failures = 0u32;
     loop {
         match st.poll(opts, true, sink) {
@@ -301,6 +382,8 @@ pub fn write_oplog(
         let line = match ev {
             OplogEvent::Entry(e) if json => e.to_json(),
             OplogEvent::Entry(e) => e.to_text(),
+            OplogEvent::Table(t) if json => t.to_json(),
+            OplogEvent::Table(t) => t.to_text(),
             OplogEvent::Note(n) if json => format!("{{\"note\":{}}}", json_str(&n)),
             OplogEvent::Note(n) => format!("note: {n}"),
             OplogEvent::Polled => return true,
@@ -345,6 +428,8 @@ struct State {
     /// Per segment seen: the offset from which records are not listed yet.
     next_offset: BTreeMap<u64, u64>,
     summary: OplogSummary,
+    /// The level-0 tables are still to be listed.
+    tables_pending: bool,
 }
 
 impl State {
@@ -363,6 +448,12 @@ impl State {
             )));
         };
         self.summary.log_number = fold.log_number;
+        if self.tables_pending {
+            self.tables_pending = false;
+            if !list_tables(opts, &fold.live, sink)? {
+                return Ok(false);
+            }
+        }
         let mut logs: Vec<u64> = opts
             .fs
             .list_dir(&opts.dir)
@@ -470,15 +561,7 @@ impl State {
         let count = u32::try_from(group.len()).unwrap_or(u32::MAX);
         for (i, r) in group.into_iter().enumerate() {
             self.summary.entries += 1;
-            let (op, len, blob) = match &r.value {
-                Value::Inline(v) => (OpKind::Write, Some(v.len() as u64), None),
-                Value::Tombstone => (OpKind::Delete, None, None),
-                Value::Blob(p) => (
-                    OpKind::GcMove,
-                    Some(u64::from(p.len)),
-                    Some((p.file, p.offset)),
-                ),
-            };
+            let (op, len, blob) = describe_value(&r.value);
             let entry = OpEntry {
                 seq: self.summary.entries,
                 log: n,
@@ -497,6 +580,42 @@ impl State {
     }
 }
 
+/// Lists the entries of the level-0 tables, oldest first. `Ok(false)` if
+/// the sink asked to stop.
+fn list_tables(
+    opts: &Options,
+    live: &LiveFiles,
+    sink: &mut dyn FnMut(OplogEvent) -> bool,
+) -> Result<bool> {
+    // Table numbers ascend with age within level 0; the map is by number.
+    for t in live.tables.values().filter(|t| t.level == 0) {
+        let path = opts.dir.join(table_name(t.number));
+        let table = Table::open(&opts.fs, &path, t.number)?;
+        for item in table.iter() {
+            let (key, value) = item?;
+            let (op, len, blob) = describe_value(&value);
+            // A blob pointer in a table is a write whose value is in a blob
+            // file.
+            let op = if op == OpKind::GcMove {
+                OpKind::Write
+            } else {
+                op
+            };
+            let ev = OplogEvent::Table(TableOp {
+                table: t.number,
+                op,
+                key,
+                len,
+                blob,
+            });
+            if !sink(ev) {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -510,5 +629,28 @@ mod tests {
     #[test]
     fn json_strings_are_escaped() {
         assert_eq!(json_str("a\"b\\c\u{1}"), "\"a\\\"b\\\\c\\u0001\"");
+    }
+
+    #[test]
+    fn a_gc_move_names_its_blob_record() {
+        let e = OpEntry {
+            seq: 9,
+            log: 12,
+            offset: 40,
+            op: OpKind::GcMove,
+            key: Bytes::from_static(b"k"),
+            len: Some(1500),
+            blob: Some((7, 1234)),
+            txn: None,
+        };
+        assert_eq!(
+            e.to_text(),
+            "seq=9 file=000012.log offset=40 op=gc-move key=k len=1500 blob=000007.blob@1234"
+        );
+        assert_eq!(
+            e.to_json(),
+            "{\"seq\":9,\"file\":\"000012.log\",\"offset\":40,\"op\":\"gc-move\",\"key\":\"k\",\
+             \"len\":1500,\"blob\":{\"file\":\"000007.blob\",\"offset\":1234},\"txn\":null}"
+        );
     }
 }
