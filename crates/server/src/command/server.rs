@@ -513,35 +513,19 @@ fn info_text(ctx: &Context, asked: &[String], clients: u64) -> escabelo_engine::
         let _ = write!(
             out,
             "durability:{}\r\nwrites:{}\r\nreads:{}\r\ndeletes:{}\r\nflushes:{}\r\n\
-             memtable_size:{}\r\nimmutable_memtable_size:{}\r\nsst_count:{}\r\nsst_bytes:{}\r\n\
-             wal_size:{}\r\nblob_files:{}\r\nblob_bytes:{}\r\nblob_garbage_bytes:{}\r\n\
-             disk_bytes:{}\r\nbytes_written:{}\r\nuser_bytes_written:{}\r\ncompactions:{}\r\n\
-             blob_gcs:{}\r\ncache_hits:{}\r\ncache_misses:{}\r\ncache_bytes:{}\r\n\
-             wal_syncs:{}\r\nwrite_stalls:{}\r\n",
+             memtable_size:{}\r\nsst_count:{}\r\nwal_size:{}\r\n",
             ctx.db.options().durability,
             get(&cn.writes),
             get(&cn.reads),
             get(&cn.deletes),
             s.flushes,
             s.memtable_size,
-            s.immutable_memtable_size,
             s.sst_count,
-            s.sst_bytes,
             s.wal_size,
-            s.blob_files,
-            s.blob_bytes,
-            s.blob_garbage_bytes,
-            s.disk_bytes,
-            s.bytes_written,
-            s.user_bytes_written,
-            s.compactions,
-            s.blob_gcs,
-            s.cache_hits,
-            s.cache_misses,
-            s.cache_bytes,
-            s.wal_syncs,
-            s.write_stalls,
         );
+        for (name, value) in crate::server::stats::storage_fields(&s) {
+            let _ = write!(out, "{name}:{value}\r\n");
+        }
     }
     Ok(out)
 }

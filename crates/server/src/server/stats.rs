@@ -2,7 +2,7 @@
 
 use crate::protocol::text::STATUS_HEADER;
 use bytes::{BufMut, BytesMut};
-use escabelo_engine::Db;
+use escabelo_engine::{Db, Stats};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -97,28 +97,13 @@ impl Counters {
             s.sst_count,
             s.wal_size,
         );
+        for (name, value) in storage_fields(&s) {
+            let _ = write!(line, " {name}={value}");
+        }
         let _ = write!(
             line,
-            " immutable_memtable_size={} sst_bytes={} blob_files={} blob_bytes={} \
-             blob_garbage_bytes={} disk_bytes={} bytes_written={} user_bytes_written={} \
-             compactions={} blob_gcs={} cache_hits={} cache_misses={} cache_bytes={} \
-             wal_syncs={} write_stalls={} scans={} bad_requests={} connections={} \
-             connections_total={} connections_refused={} uptime_s={} durability={}",
-            s.immutable_memtable_size,
-            s.sst_bytes,
-            s.blob_files,
-            s.blob_bytes,
-            s.blob_garbage_bytes,
-            s.disk_bytes,
-            s.bytes_written,
-            s.user_bytes_written,
-            s.compactions,
-            s.blob_gcs,
-            s.cache_hits,
-            s.cache_misses,
-            s.cache_bytes,
-            s.wal_syncs,
-            s.write_stalls,
+            " scans={} bad_requests={} connections={} connections_total={} \
+             connections_refused={} uptime_s={} durability={}",
             get(&self.scans),
             get(&self.bad_requests),
             get(&self.connections),
@@ -132,4 +117,26 @@ impl Counters {
         out.put_slice(line.as_bytes());
         out.put_u8(b'\r');
     }
+}
+
+/// The engine's storage figures beyond the original seven, by name, in the
+/// order `status` lists them (INFO's `# Escabelo` section lists them too).
+pub fn storage_fields(s: &Stats) -> [(&'static str, u64); 15] {
+    [
+        ("immutable_memtable_size", s.immutable_memtable_size),
+        ("sst_bytes", s.sst_bytes),
+        ("blob_files", s.blob_files),
+        ("blob_bytes", s.blob_bytes),
+        ("blob_garbage_bytes", s.blob_garbage_bytes),
+        ("disk_bytes", s.disk_bytes),
+        ("bytes_written", s.bytes_written),
+        ("user_bytes_written", s.user_bytes_written),
+        ("compactions", s.compactions),
+        ("blob_gcs", s.blob_gcs),
+        ("cache_hits", s.cache_hits),
+        ("cache_misses", s.cache_misses),
+        ("cache_bytes", s.cache_bytes),
+        ("wal_syncs", s.wal_syncs),
+        ("write_stalls", s.write_stalls),
+    ]
 }
