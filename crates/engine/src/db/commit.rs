@@ -501,10 +501,11 @@ impl Committer {
         }
     }
 
-    /// fdatasyncs every log segment written since the last sync: the ones
-    /// frozen meanwhile (see [`sync_frozen`]), then the current one.
+    /// fdatasyncs the log. Only the current segment can hold unsynced
+    /// records: a segment is synced and sealed when it is frozen (see
+    /// `rotate`).
     fn sync(&mut self) -> Result<()> {
-        let r = sync_frozen(&self.shared).and_then(|()| self.wal.sync());
+        let r = self.wal.sync();
         self.shared
             .counters
             .wal_syncs
@@ -710,9 +711,6 @@ impl Committer {
         if self.shared.super_version().mem.is_empty() {
             return Ok(());
         }
-        // No sync here: in `sync` mode every acknowledged record is already
-        // durable, and in `os` mode the old segment joins the list of
-        // frozen segments that the next sync covers (see `sync_frozen`).
         let (number, recycle) = {
             let mut vs = self.shared.vs.lock();
             (vs.new_file_number(), vs.recyclable_logs.pop())
@@ -725,7 +723,9 @@ impl Committer {
             0
         };
         let path = self.shared.path(&log_name(number));
-        // End the frozen segment first (sync, end marker, sync; wal/mod.rs).
+        // End the frozen segment first (sync, end marker, sync; wal/mod.rs):
+        // so every segment but the current one is durable, and a sync
+        // (`Db::sync`, the sync thread) need only sync the current one.
         self.wal.seal()?;
         let wal = WalWriter::create(
             &self.shared.fs,
@@ -736,10 +736,6 @@ impl Committer {
             recycle.as_ref().map(|(p, _)| p.as_path()),
         )?;
         let old = std::mem::replace(&mut self.wal, wal);
-        if o.durability == Durability::Os {
-            // In `sync` mode every record of it is durable already.
-            self.shared.wal_unsynced.lock().push(old.file());
-        }
         *self.shared.wal_file.lock() = Some(self.wal.file());
         {
             let mut vs = self.shared.vs.lock();
@@ -762,20 +758,6 @@ fn fail_request(r: Request, e: &Error) {
     }
 }
 
-/// fdatasyncs the log segments frozen since the last sync (`os` mode).
-///
-/// The list stays locked while they are synced, so a sync that finds it
-/// empty knows that none is still being synced by another thread.
-fn sync_frozen(shared: &Shared) -> Result<()> {
-    let mut frozen = shared.wal_unsynced.lock();
-    while let Some(f) = frozen.first() {
-        f.sync_data()
-            .map_err(|e| Error::io("sync frozen log segment", e))?;
-        frozen.remove(0);
-    }
-    Ok(())
-}
-
 /// The sync thread of `os` mode: fdatasyncs the log every interval.
 pub(crate) fn start_syncer(shared: Arc<Shared>) -> Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
@@ -786,13 +768,13 @@ pub(crate) fn start_syncer(shared: Arc<Shared>) -> Result<std::thread::JoinHandl
             while !shared.shutdown.load(Ordering::Acquire) {
                 shared.bg_cv.wait_for(&mut vs, interval);
                 drop(vs);
-                // Every segment frozen since the last round, then the one
-                // being written.
+                // The segment being written (frozen ones were synced when
+                // they were frozen).
                 let file = shared.wal_file.lock().clone();
-                let r = sync_frozen(&shared).and_then(|()| match file {
+                let r = match file {
                     Some(f) => f.sync_data().map_err(|e| Error::io("sync log", e)),
                     None => Ok(()),
-                });
+                };
                 if let Err(e) = r {
                     shared.set_fatal(format!("log sync failed: {e}"));
                 }

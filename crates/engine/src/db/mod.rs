@@ -183,9 +183,6 @@ pub(crate) struct Shared {
     pub closing: AtomicBool,
     /// The log file being written, for the sync thread.
     pub wal_file: Mutex<Option<Arc<dyn File>>>,
-    /// `os` mode: log segments frozen since the last sync, oldest first.
-    /// Every sync (the sync thread's, and [`Db::sync`]) syncs them all.
-    pub wal_unsynced: Mutex<Vec<Arc<dyn File>>>,
     /// The last flush failure, while flushes keep failing (a full disk).
     pub flush_error: Mutex<Option<Error>>,
     /// When the last write was applied, for flushing an idle memtable.

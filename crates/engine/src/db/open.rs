@@ -256,7 +256,6 @@ pub(super) fn open(opts: Options) -> Result<Db> {
         shutdown: AtomicBool::new(false),
         closing: AtomicBool::new(false),
         wal_file: Mutex::new(None),
-        wal_unsynced: Mutex::new(Vec::new()),
         flush_error: Mutex::new(None),
         last_write: Mutex::new(Instant::now()),
         compaction_lock: Mutex::new(()),
