@@ -179,7 +179,14 @@ impl std::fmt::Debug for BlobIter {
 }
 
 impl BlobIter {
-    fn step(&mut self) -> Result<BlobRecord> {
+    /// Reads the record at `pos`. Its value is read and the whole record
+    /// verified only if `keep` accepts its pointer and key; otherwise only
+    /// the header is read (its lengths are covered by `head_crc`) and the
+    /// value is `None`.
+    fn step(
+        &mut self,
+        keep: &mut dyn FnMut(&BlobRef, &[u8]) -> Result<bool>,
+    ) -> Result<(BlobRef, Bytes, Option<Bytes>)> {
         let number = self.reader.meta.number;
         let path = &self.reader.path;
         let pos = self.pos;
@@ -193,10 +200,6 @@ impl BlobIter {
                 "record of {total} bytes runs past the end of the records"
             )));
         }
-        let rec = self.window.get(pos, total)?;
-        verify(number, &head, rec).map_err(corrupt)?;
-        let key = Bytes::copy_from_slice(&rec[head.key_range()]);
-        let value = Bytes::copy_from_slice(&rec[head.value_range()]);
         let r = BlobRef {
             file: number,
             offset: pos,
@@ -204,16 +207,32 @@ impl BlobIter {
             len: total as u32,
             checksum: head.crc,
         };
+        let key_end = head.key_range().end;
+        let key = Bytes::copy_from_slice(&self.window.get(pos, key_end)?[head.key_range()]);
+        let value = if keep(&r, &key)? {
+            let rec = self.window.get(pos, total)?;
+            verify(number, &head, rec).map_err(corrupt)?;
+            if rec[head.key_range()] != key[..] {
+                return Err(corrupt("record changed while being read".into()));
+            }
+            Some(Bytes::copy_from_slice(&rec[head.value_range()]))
+        } else {
+            None
+        };
         self.pos += total as u64;
         self.seen += 1;
         Ok((r, key, value))
     }
-}
 
-impl Iterator for BlobIter {
-    type Item = Result<BlobRecord>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+    /// The next record whose value `keep` wants (given its pointer and
+    /// key), with that value read and verified; records `keep` refuses are
+    /// passed over without reading their values (`None`), which saves
+    /// reading dead records during garbage collection. The key of a record
+    /// passed over is not verified by the record checksum (its length is).
+    pub fn next_filtered(
+        &mut self,
+        mut keep: impl FnMut(&BlobRef, &[u8]) -> Result<bool>,
+    ) -> Option<Result<(BlobRef, Bytes, Option<Bytes>)>> {
         if self.done {
             return None;
         }
@@ -229,10 +248,19 @@ impl Iterator for BlobIter {
             }
             return None;
         }
-        let item = self.step();
+        let item = self.step(&mut keep);
         if item.is_err() {
             self.done = true;
         }
         Some(item)
+    }
+}
+
+impl Iterator for BlobIter {
+    type Item = Result<BlobRecord>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_filtered(|_, _| Ok(true))
+            .map(|r| r.map(|(r, k, v)| (r, k, v.unwrap_or_default())))
     }
 }

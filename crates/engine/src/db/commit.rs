@@ -4,9 +4,12 @@
 //! waiting (up to [`BATCH_BYTES_MAX`]), decides each request (a delete of an
 //! absent key writes nothing; a garbage-collection move applies only if the
 //! key still points where it did), appends the whole batch to the log with
-//! one `write`, in `sync` mode fdatasyncs it, applies it to the memtable,
-//! invalidates the cache and acknowledges every request. While it does,
-//! the next batch gathers in the queue.
+//! one `write`, applies it to the memtable under a new sequence number and
+//! publishes it ([`publish`]: the sequence number, cache invalidation,
+//! acknowledgements). While it does, the next batch gathers in the queue.
+//! In `sync` mode the batch is handed to the sync stage instead of being
+//! published ([`super::sync_stage`]): it is published once an fdatasync
+//! covering it returned, while the commit thread appends the next batch.
 //!
 //! Order: the queue is first in, first out, and whoever commits takes its
 //! batch from the front of the queue only while holding the log (the
@@ -28,6 +31,7 @@
 //! level-0 tables, batches are first delayed by a millisecond each, then
 //! held until the flush or compaction catches up.
 
+use super::sync_stage::{Appended, SyncStage};
 use super::txn::{self, Txn, TxnCallback, TxnResult};
 use super::{Shared, WriteCallback, WriteOp};
 use crate::error::{Error, Result};
@@ -280,12 +284,21 @@ pub(crate) fn dup_error(e: &Error) -> Error {
     }
 }
 
-/// Starts the commit thread, writing to `wal`.
+/// Starts the commit thread, writing to `wal`, and in `sync` mode the
+/// sync stage's thread ([`super::sync_stage`]).
 pub(crate) fn start(
     shared: Arc<Shared>,
     wal: WalWriter,
-) -> Result<(CommitHandle, std::thread::JoinHandle<()>)> {
+) -> Result<(CommitHandle, Vec<std::thread::JoinHandle<()>>)> {
     *shared.wal_file.lock() = Some(wal.file());
+    let mut threads = Vec::new();
+    let stage = if shared.opts.durability == Durability::Sync {
+        let (stage, h) = SyncStage::start(shared.clone())?;
+        threads.push(h);
+        Some(stage)
+    } else {
+        None
+    };
     let p = Arc::new(Pipeline {
         queue: Mutex::new(Queue {
             requests: VecDeque::new(),
@@ -294,9 +307,11 @@ pub(crate) fn start(
         }),
         wake: Condvar::new(),
         committer: Mutex::new(Committer {
+            last_seq: shared.seq.load(Ordering::SeqCst),
             shared: shared.clone(),
             wal,
             buf: Vec::with_capacity(BATCH_BYTES_MAX),
+            stage: stage.clone(),
         }),
         inline: shared.opts.durability == Durability::Os,
         shared,
@@ -305,8 +320,17 @@ pub(crate) fn start(
     let h = std::thread::Builder::new()
         .name("escabelo-commit".into())
         .spawn(move || run(&thread_p))
-        .map_err(|e| Error::io("spawn commit thread", e))?;
-    Ok((CommitHandle { p }, h))
+        .map_err(|e| Error::io("spawn commit thread", e));
+    match h {
+        Ok(h) => threads.push(h),
+        Err(e) => {
+            if let Some(stage) = &stage {
+                stage.stop();
+            }
+            return Err(e);
+        }
+    }
+    Ok((CommitHandle { p }, threads))
 }
 
 /// The commit thread.
@@ -353,10 +377,15 @@ struct Committer {
     shared: Arc<Shared>,
     wal: WalWriter,
     buf: Vec<u8>,
+    /// The sequence number of the last batch applied to the memtable (in
+    /// `sync` mode it may not be published yet).
+    last_seq: u64,
+    /// `sync` mode: where appended batches wait for their fdatasync.
+    stage: Option<Arc<SyncStage>>,
 }
 
 /// A decided request: what goes to the memtable, and who to tell.
-enum Decided {
+pub(super) enum Decided {
     One {
         key: Bytes,
         value: Option<Value>,
@@ -458,6 +487,8 @@ impl Committer {
             match r {
                 Request::Control(c, done) => {
                     self.commit_and_rotate(std::mem::take(&mut writes));
+                    // Control requests see every earlier batch published.
+                    self.drain();
                     let res = match c {
                         Control::Sync => self.sync(),
                         // End the log with its end marker (wal/mod.rs).
@@ -469,6 +500,9 @@ impl Committer {
                     };
                     done(res);
                     if c == Control::Stop {
+                        if let Some(stage) = &self.stage {
+                            stage.stop();
+                        }
                         for r in rest {
                             fail_request(r, &Error::Closed);
                         }
@@ -498,6 +532,13 @@ impl Committer {
             if let Err(e) = self.rotate() {
                 tracing::error!(error = %e, "could not start a new log segment");
             }
+        }
+    }
+
+    /// Waits until every batch handed to the sync stage is published.
+    fn drain(&self) {
+        if let Some(stage) = &self.stage {
+            stage.drain();
         }
     }
 
@@ -630,13 +671,16 @@ impl Committer {
         }
         if !self.buf.is_empty() {
             let mut res = self.wal.append(&self.buf);
-            if res.is_ok() && self.shared.opts.durability == Durability::Sync {
+            // Without a sync stage, `sync` mode syncs here (never reached:
+            // `start` always makes the stage in `sync` mode).
+            if res.is_ok()
+                && self.stage.is_none()
+                && self.shared.opts.durability == Durability::Sync
+            {
                 res = self.sync();
             }
             if let Err(e) = res {
-                for d in decided {
-                    d.fail(&e);
-                }
+                fail_decided(decided, &e);
                 return false;
             }
             let c = &self.shared.counters;
@@ -646,24 +690,18 @@ impl Committer {
                 .fetch_add(user_bytes, Ordering::Relaxed);
             c.wal_bytes.store(self.wal.len(), Ordering::Relaxed);
         }
-        // Apply with the batch's sequence number, then publish it, then
-        // invalidate: see the memtable and cache modules for why this order
-        // is safe. Only the committer changes `seq`, under the log lock.
+        // Apply with the batch's sequence number, then publish it (at once,
+        // or after its fdatasync in `sync` mode). Only the committer
+        // assigns sequence numbers, under the log lock.
         let mem = sv.mem.clone();
-        let seq = self.shared.seq.load(Ordering::SeqCst) + 1;
+        let seq = self.last_seq + 1;
+        self.last_seq = seq;
         for (key, v) in decided.iter().flat_map(Decided::writes) {
             mem.insert(key.clone(), v.clone(), seq);
         }
-        self.shared.seq.store(seq, Ordering::SeqCst);
-        *self.shared.last_write.lock() = std::time::Instant::now();
-        for (key, _) in decided.iter().flat_map(Decided::writes) {
-            self.shared.cache.invalidate(key, seq);
-        }
-        for d in decided {
-            match d {
-                Decided::One { outcome, done, .. } => done(Ok(outcome)),
-                Decided::Txn { results, done, .. } => done(Ok(results)),
-            }
+        match &self.stage {
+            Some(stage) => stage.hand_over(Appended { seq, decided }),
+            None => publish(&self.shared, seq, decided),
         }
         let limit = self.shared.opts.memtable_size as u64;
         mem.size() >= limit || self.wal.len() >= limit
@@ -708,6 +746,9 @@ impl Committer {
 
     /// Freezes the memtable and switches to a new log segment.
     fn rotate(&mut self) -> Result<()> {
+        // The frozen memtable must hold only published versions, and the
+        // sync stage syncs the current segment only.
+        self.drain();
         if self.shared.super_version().mem.is_empty() {
             return Ok(());
         }
@@ -747,6 +788,31 @@ impl Committer {
         self.shared.counters.wal_bytes.store(0, Ordering::Relaxed);
         self.shared.wake_background();
         Ok(())
+    }
+}
+
+/// Publishes an applied batch: its sequence number, then the cache
+/// invalidations, then the acknowledgements. See the memtable and cache
+/// modules for why this order is safe. Batches are published in sequence
+/// order, by one thread at a time (the committer, or the sync stage).
+pub(super) fn publish(shared: &Shared, seq: u64, decided: Vec<Decided>) {
+    shared.seq.store(seq, Ordering::SeqCst);
+    *shared.last_write.lock() = std::time::Instant::now();
+    for (key, _) in decided.iter().flat_map(Decided::writes) {
+        shared.cache.invalidate(key, seq);
+    }
+    for d in decided {
+        match d {
+            Decided::One { outcome, done, .. } => done(Ok(outcome)),
+            Decided::Txn { results, done, .. } => done(Ok(results)),
+        }
+    }
+}
+
+/// Fails every request of a batch with `e`.
+pub(super) fn fail_decided(decided: Vec<Decided>, e: &Error) {
+    for d in decided {
+        d.fail(e);
     }
 }
 

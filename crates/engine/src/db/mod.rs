@@ -20,6 +20,7 @@ mod open;
 mod read;
 #[cfg(test)]
 mod structure_tests;
+mod sync_stage;
 mod txn;
 
 pub use read::{KeysIter, ScanIter};

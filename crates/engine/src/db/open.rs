@@ -267,8 +267,7 @@ pub(super) fn open(opts: Options) -> Result<Db> {
         .store(dropped_records, std::sync::atomic::Ordering::Relaxed);
     c.wal_dropped_bytes
         .store(dropped_bytes, std::sync::atomic::Ordering::Relaxed);
-    let (commit, commit_thread) = commit::start(shared.clone(), wal)?;
-    let mut threads = vec![commit_thread];
+    let (commit, mut threads) = commit::start(shared.clone(), wal)?;
     threads.push(flush::start(shared.clone())?);
     threads.push(crate::compaction::start(shared.clone(), commit.clone())?);
     threads.push(super::gc::start(shared.clone(), commit.clone())?);
