@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the Redis client tests need, when missing:
 #   - Debian's redis-tools (redis-cli, redis-benchmark) and redis-server,
+#   - Debian's nutcracker (twemproxy),
 #   - PyPI's `redis` (redis-py) in a virtual environment under target/,
 #   - npm's `ioredis` under target/.
 # Safe to run repeatedly: anything already present is left alone. A tool
 # that cannot be installed is reported; the tests that need it then print
 # `SKIPPED: <reason>` instead of failing.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 root="$(pwd)"
 deps="$root/target/test-deps"
 mkdir -p "$deps"
@@ -17,23 +18,46 @@ if [ "$(id -u)" != "0" ] && command -v sudo >/dev/null 2>&1; then
     sudo_cmd="sudo"
 fi
 
+# Installs Debian packages with apt-get (refreshing the package lists once
+# if the first attempt fails); returns non-zero if they could not be.
+apt_install() {
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo_cmd apt-get install -y -q "$@" >/dev/null && return 0
+    $sudo_cmd apt-get update -q >/dev/null || true
+    $sudo_cmd apt-get install -y -q "$@" >/dev/null
+}
+
+# Stops the system service a package just started; the tests start their
+# own processes on free ports.
+stop_service() {
+    if command -v service >/dev/null 2>&1; then
+        $sudo_cmd service "$1" stop >/dev/null 2>&1 || true
+    fi
+}
+
 if ! command -v redis-cli >/dev/null 2>&1 || ! command -v redis-benchmark >/dev/null 2>&1 \
     || ! command -v redis-server >/dev/null 2>&1; then
     if command -v apt-get >/dev/null 2>&1; then
         echo "== installing redis-tools and redis-server (apt-get)"
-        export DEBIAN_FRONTEND=noninteractive
-        if ! $sudo_cmd apt-get install -y -q redis-tools redis-server >/dev/null; then
-            $sudo_cmd apt-get update -q >/dev/null || true
-            $sudo_cmd apt-get install -y -q redis-tools redis-server >/dev/null \
-                || echo "test-deps: could not install redis-tools/redis-server"
-        fi
-        # The package starts a system redis-server on 6379; the tests do
-        # not need it.
-        if command -v service >/dev/null 2>&1; then
-            $sudo_cmd service redis-server stop >/dev/null 2>&1 || true
-        fi
+        apt_install redis-tools redis-server \
+            || echo "test-deps: could not install redis-tools/redis-server"
+        # The package starts a system redis-server on 6379.
+        stop_service redis-server
     else
         echo "test-deps: no apt-get; redis-cli tests will be skipped"
+    fi
+fi
+
+# twemproxy for crates/server/tests/twemproxy.rs. Debian puts it in
+# /usr/sbin, which a non-root PATH may lack (the test looks there too).
+if ! command -v nutcracker >/dev/null 2>&1 && [ ! -x /usr/sbin/nutcracker ]; then
+    if command -v apt-get >/dev/null 2>&1; then
+        echo "== installing nutcracker (twemproxy, apt-get)"
+        apt_install nutcracker || echo "test-deps: could not install nutcracker"
+        # The package may start a system nutcracker on 22121/22222.
+        stop_service nutcracker
+    else
+        echo "test-deps: no apt-get; the twemproxy test will be skipped"
     fi
 fi
 

@@ -92,6 +92,22 @@ pub struct Config {
     /// Do not draw the live progress line.
     #[arg(long)]
     pub quiet: bool,
+
+    /// Write one CSV line per interval of this length (throughput and
+    /// latency percentiles of that interval alone) to the --csv file.
+    #[arg(long, value_parser = parse_duration, requires = "csv")]
+    pub report_every: Option<Duration>,
+
+    /// File for --report-every (created or truncated; see interval.rs for
+    /// the columns).
+    #[arg(long, requires = "report_every")]
+    pub csv: Option<std::path::PathBuf>,
+
+    /// Instead of a load, read every key once and check that it holds
+    /// exactly the value the preload with the same --seed and --key-count
+    /// wrote; exits non-zero on any missing or different value.
+    #[arg(long, conflicts_with_all = ["preload", "assume_preloaded"])]
+    pub verify_all: bool,
 }
 
 impl Config {

@@ -5,8 +5,10 @@
 
 mod client;
 mod config;
+mod interval;
 mod report;
 mod run;
+mod verify;
 mod workload;
 
 use std::process::ExitCode;
@@ -24,6 +26,23 @@ fn main() -> ExitCode {
         }
     };
     let json = cfg.json;
+    if cfg.verify_all {
+        let key_count = cfg.key_count;
+        let v = runtime.block_on(verify::run(cfg));
+        if json {
+            println!("{}", serde_json::to_string(&v).unwrap_or_default());
+        } else {
+            println!("{}", verify::summary(&v, key_count));
+        }
+        for e in &v.samples {
+            eprintln!("error: {e}");
+        }
+        return if v.wrong > 0 || v.keys < key_count {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
     let report = runtime.block_on(run::run(cfg));
     if json {
         println!("{}", report.to_json());

@@ -11,6 +11,7 @@ use rand::SeedableRng;
 
 use crate::client::{ClientError, Conn, ReplyKind};
 use crate::config::Config;
+use crate::interval::{self, Intervals, Phase, Reporter};
 use crate::report::{OpStats, Report, Results};
 use crate::workload::{self, key_name, Op, Workload};
 
@@ -31,6 +32,8 @@ pub struct Shared {
     issued: AtomicU64,
     stop: AtomicBool,
     samples: Mutex<Vec<String>>,
+    /// Per-interval figures for `--report-every`.
+    intervals: Arc<Intervals>,
 }
 
 impl Shared {
@@ -49,6 +52,7 @@ impl Shared {
             })
             .collect();
         Arc::new(Shared {
+            intervals: Arc::new(Intervals::new(cfg.report_every.is_some())),
             cfg,
             workload,
             sizes,
@@ -112,8 +116,10 @@ async fn run_batch(
                 Op::Write => &mut res.write,
             };
             stats.record(latency);
+            shared.intervals.record(req.op, latency);
             if let Err(msg) = classify(req, kind, body, stats, shared) {
                 stats.errors += 1;
+                shared.intervals.error();
                 shared.note_error(msg);
             }
             shared.done.fetch_add(1, Ordering::Relaxed);
@@ -123,6 +129,7 @@ async fn run_batch(
     .await;
     if let Err(e) = outcome {
         for req in &batch[answered..] {
+            shared.intervals.error();
             match req.op {
                 Op::Read => res.read.errors += 1,
                 Op::Write => res.write.errors += 1,
@@ -235,6 +242,7 @@ async fn load_task(shared: Arc<Shared>, id: u64, deadline: Instant) -> Results {
                 Ok(c) => conn.insert(c),
                 Err(e) => {
                     res.connect_errors += 1;
+                    shared.intervals.error();
                     shared.note_error(format!("connecting to {}: {e}", cfg.addr));
                     failures += 1;
                     let pause = Duration::from_millis(100 * u64::from(failures.min(10)));
@@ -313,6 +321,10 @@ fn progress_bar(cfg: &Config, len: u64, template: &str) -> ProgressBar {
 pub async fn run(cfg: Config) -> Report {
     let shared = Shared::new(cfg.clone());
     let conns = u64::from(cfg.concurrency);
+    let reporter = {
+        let s = shared.clone();
+        interval::start(&cfg, shared.intervals.clone(), move || s.live())
+    };
 
     let mut preload = (Duration::ZERO, 0, 0);
     if cfg.preload {
@@ -353,6 +365,7 @@ pub async fn run(cfg: Config) -> Report {
         shared.done.store(0, Ordering::Relaxed);
     }
 
+    shared.intervals.set_phase(Phase::Run);
     let secs = cfg.duration.as_secs().max(1);
     let pb = progress_bar(
         &cfg,
@@ -390,6 +403,9 @@ pub async fn run(cfg: Config) -> Report {
         }
     }
     let elapsed = started.elapsed();
+    if let Some(Err(e)) = reporter.map(Reporter::finish) {
+        shared.note_error(format!("--csv: {e}"));
+    }
     ticker.abort();
     pb.finish_and_clear();
 

@@ -4,68 +4,15 @@
 
 mod common;
 
+use common::resp::{cmd, reply};
 use common::{lossy, Client, Server};
 use std::io::{Read, Write};
 use std::time::Duration;
-
-/// The length of the first complete RESP value in `b`, if complete.
-fn value_len(b: &[u8]) -> Option<usize> {
-    let line_end = b.windows(2).position(|w| w == b"\r\n")?;
-    let head = std::str::from_utf8(&b[1..line_end]).ok()?;
-    let after = line_end + 2;
-    match b[0] {
-        b'+' | b'-' | b':' | b'_' | b',' | b'#' => Some(after),
-        b'$' | b'=' => {
-            let n: i64 = head.parse().ok()?;
-            if n < 0 {
-                return Some(after);
-            }
-            let end = after + n as usize + 2;
-            (b.len() >= end).then_some(end)
-        }
-        b'*' | b'~' | b'%' => {
-            let n: i64 = head.parse().ok()?;
-            let items = if b[0] == b'%' { n * 2 } else { n };
-            let mut at = after;
-            for _ in 0..items.max(0) {
-                at += value_len(&b[at..])?;
-            }
-            Some(at)
-        }
-        _ => panic!("not RESP: {:?}", lossy(b)),
-    }
-}
-
-/// Reads one whole RESP reply.
-fn reply(c: &mut Client, pending: &mut Vec<u8>) -> Vec<u8> {
-    let mut buf = [0u8; 65536];
-    loop {
-        if !pending.is_empty() {
-            if let Some(n) = value_len(pending) {
-                return pending.drain(..n).collect();
-            }
-        }
-        let k = c.stream.read(&mut buf).expect("read timed out");
-        assert!(k > 0, "closed; got {:?}", lossy(pending));
-        pending.extend_from_slice(&buf[..k]);
-    }
-}
 
 /// A RESP client over the test client.
 struct Resp {
     c: Client,
     pending: Vec<u8>,
-}
-
-/// RESP encoding of a command.
-fn cmd(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
 }
 
 impl Resp {
