@@ -63,6 +63,9 @@ pub struct Options {
     pub value_len_max: usize,
     /// Bytes of hot values kept decoded in memory.
     pub cache_size: usize,
+    /// Bytes of table data blocks kept in memory for point lookups (reads,
+    /// and the flush's and blob collection's lookups); 0 disables it.
+    pub block_cache_size: usize,
     /// Period of the background compaction check (on top of the size
     /// triggers).
     pub compaction_interval: Duration,
@@ -111,6 +114,7 @@ impl Options {
             max_immutable_memtables: 2,
             value_len_max: VALUE_LEN_MAX_DEFAULT,
             cache_size: 64 * 1024 * 1024,
+            block_cache_size: 32 * 1024 * 1024,
             compaction_interval: Duration::from_secs(300),
             blob_threshold: Some(1024),
             blob_file_size: 64 * 1024 * 1024,

@@ -241,10 +241,11 @@ fn finish_output(
         .counters
         .bytes_written
         .fetch_add(meta.file_size, Ordering::Relaxed);
-    let table = Table::open(
+    let table = Table::open_cached(
         &shared.fs,
         &shared.path(&table_name(meta.number)),
         meta.number,
+        shared.block_cache.clone(),
     )?;
     finished.push(table);
     edit.added_tables.push(TableEntry {

@@ -153,10 +153,11 @@ fn flush_one(shared: &Arc<Shared>, imm: &Arc<Memtable>) -> Result<()> {
                 .counters
                 .bytes_written
                 .fetch_add(meta.file_size, Ordering::Relaxed);
-            tables.push(Table::open(
+            tables.push(Table::open_cached(
                 &shared.fs,
                 &shared.path(&table_name(meta.number)),
                 meta.number,
+                shared.block_cache.clone(),
             )?);
             edit.added_tables.push(TableEntry {
                 level: 0,

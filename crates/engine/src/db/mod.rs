@@ -173,6 +173,8 @@ pub(crate) struct Shared {
     /// on shutdown.
     pub bg_cv: Condvar,
     pub cache: ValueCache,
+    /// Data blocks of the tables, for point lookups.
+    pub block_cache: Arc<crate::table::BlockCache>,
     /// Write sequence number: bumped after each applied batch.
     pub seq: AtomicU64,
     pub counters: Counters,

@@ -24,6 +24,7 @@ use crate::manifest::{
 };
 use crate::memtable::Memtable;
 use crate::options::{Durability, Options};
+use crate::table::BlockCache;
 use crate::table::Table;
 use crate::version::{
     blob_name, log_name, manifest_name, parse_file_name, table_name, FileKind, Version, NUM_LEVELS,
@@ -85,6 +86,7 @@ pub(super) fn open(opts: Options) -> Result<Db> {
     }
 
     // Open live files.
+    let block_cache = Arc::new(BlockCache::new(opts.block_cache_size));
     let mut tables = Vec::with_capacity(fold.tables.len());
     let mut snapshot = VersionEdit::default();
     for t in fold.tables.values() {
@@ -95,7 +97,12 @@ pub(super) fn open(opts: Options) -> Result<Db> {
                 format!("table {} at level {}", t.number, t.level),
             ));
         }
-        tables.push(Table::open(&fs, &dir.join(table_name(t.number)), t.number)?);
+        tables.push(Table::open_cached(
+            &fs,
+            &dir.join(table_name(t.number)),
+            t.number,
+            block_cache.clone(),
+        )?);
         snapshot.added_tables.push(t.clone());
     }
     let mut blobs = Vec::with_capacity(fold.blobs.len());
@@ -250,6 +257,7 @@ pub(super) fn open(opts: Options) -> Result<Db> {
         vs: Mutex::new(vs),
         bg_cv: Condvar::new(),
         cache: ValueCache::new(cache_size),
+        block_cache,
         seq: AtomicU64::new(0),
         counters: Counters::default(),
         fatal: Mutex::new(None),

@@ -7,6 +7,7 @@ use crate::limits::KEY_LEN_MAX;
 use crate::types::Value;
 use bytes::Bytes;
 use std::path::Path;
+use std::sync::Arc;
 
 /// Entries between restart points.
 pub(crate) const RESTART_INTERVAL: usize = 16;
@@ -97,12 +98,18 @@ pub(crate) struct Block {
     data: Bytes,
     /// Where the entries end and the restart array begins.
     entries_end: usize,
-    restarts: Vec<u32>,
+    /// Shared, so that a cached block is cloned without copying.
+    restarts: Arc<[u32]>,
     /// File offset of the contents, for error messages.
     file_offset: u64,
 }
 
 impl Block {
+    /// Bytes this block holds in memory.
+    pub fn charge(&self) -> usize {
+        self.data.len() + 4 * self.restarts.len()
+    }
+
     /// Parses the restart array of `data`, read from file offset
     /// `file_offset` (of the contents).
     pub fn parse(data: Bytes, path: &Path, file_offset: u64) -> Result<Block> {
@@ -138,7 +145,7 @@ impl Block {
         Ok(Block {
             data,
             entries_end,
-            restarts,
+            restarts: restarts.into(),
             file_offset,
         })
     }

@@ -148,6 +148,7 @@
 //! searching for the next block magic.
 
 mod block;
+mod block_cache;
 mod bloom;
 mod builder;
 mod footer;
@@ -158,6 +159,7 @@ mod salvage;
 #[cfg(test)]
 mod tests;
 
+pub use block_cache::{BlockCache, BLOCK_CACHE_SHARDS};
 pub use builder::TableBuilder;
 pub use iter::TableIter;
 pub use reader::Table;

@@ -1,6 +1,7 @@
 //! Opening and reading a table file.
 
 use super::block::{Block, BlockIter};
+use super::block_cache::BlockCache;
 use super::bloom::{self, Bloom};
 use super::footer::{
     read_block, read_exact, BlockHandle, Footer, FOOTER_LEN, FRAME_HEADER_LEN, KIND_DATA,
@@ -37,12 +38,33 @@ pub struct Table {
     filter: Bloom,
     props: Props,
     footer: Footer,
+    /// Where point lookups keep the blocks they read.
+    cache: Option<Arc<BlockCache>>,
 }
 
 impl Table {
     /// Opens a table: reads and checks the footer, index, filter and
     /// properties (checksums verified). Errors name the file and offset.
     pub fn open(fs: &FsRef, path: &Path, number: u64) -> Result<Arc<Table>> {
+        Self::open_with(fs, path, number, None)
+    }
+
+    /// Opens a table whose point lookups keep their blocks in `cache`.
+    pub fn open_cached(
+        fs: &FsRef,
+        path: &Path,
+        number: u64,
+        cache: Arc<BlockCache>,
+    ) -> Result<Arc<Table>> {
+        Self::open_with(fs, path, number, Some(cache))
+    }
+
+    fn open_with(
+        fs: &FsRef,
+        path: &Path,
+        number: u64,
+        cache: Option<Arc<BlockCache>>,
+    ) -> Result<Arc<Table>> {
         let file = fs
             .open(path, OpenMode::Read)
             .ctx(|| format!("open table {}", path.display()))?;
@@ -96,6 +118,7 @@ impl Table {
             filter,
             props,
             footer,
+            cache,
         }))
     }
 
@@ -150,8 +173,8 @@ impl Table {
         self.props.entries > 0 && self.filter.may_contain_hash(bloom::key_hash(key))
     }
 
-    /// Looks a key up: Bloom filter, then index, then one block read
-    /// (checksum verified).
+    /// Looks a key up: Bloom filter, then index, then one block from the
+    /// block cache or read from the file (checksum verified).
     pub fn get(&self, key: &[u8]) -> Result<Option<Value>> {
         if !self.may_contain(key) {
             return Ok(None);
@@ -160,7 +183,7 @@ impl Table {
         if i >= self.index.len() {
             return Ok(None);
         }
-        let mut it = self.read_data_block(i)?.iter();
+        let mut it = self.cached_data_block(i)?.iter();
         it.seek(key, &self.path)?;
         match it.next_entry(&self.path)? {
             Some((k, v)) if k.as_ref() == key => Ok(Some(v)),
@@ -275,6 +298,22 @@ impl Table {
     /// if none).
     pub(crate) fn block_for(&self, key: &[u8]) -> usize {
         self.index.partition_point(|e| e.last_key.as_ref() < key)
+    }
+
+    /// Data block `i`, from the block cache if the table has one.
+    fn cached_data_block(&self, i: usize) -> Result<Block> {
+        let Some(cache) = &self.cache else {
+            return self.read_data_block(i);
+        };
+        let Ok(n) = u32::try_from(i) else {
+            return self.read_data_block(i);
+        };
+        if let Some(b) = cache.get(self.number, n) {
+            return Ok(b);
+        }
+        let b = self.read_data_block(i)?;
+        cache.insert(self.number, n, &b);
+        Ok(b)
     }
 
     /// Reads and checks data block `i`.
