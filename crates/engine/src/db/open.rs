@@ -252,6 +252,7 @@ pub(super) fn open(opts: Options) -> Result<Db> {
         cache: ValueCache::new(cache_size),
         seq: AtomicU64::new(0),
         counters: Counters::default(),
+        metrics: Default::default(),
         fatal: Mutex::new(None),
         shutdown: AtomicBool::new(false),
         closing: AtomicBool::new(false),
