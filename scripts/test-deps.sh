@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the Redis client tests need, when missing:
+# Installs what the Redis client and metrics tests need, when missing:
 #   - Debian's redis-tools (redis-cli, redis-benchmark) and redis-server,
+#   - Debian's prometheus (for promtool) and prometheus-redis-exporter,
 #   - PyPI's `redis` (redis-py) in a virtual environment under target/,
 #   - npm's `ioredis` under target/.
 # Safe to run repeatedly: anything already present is left alone. A tool
@@ -34,6 +35,28 @@ if ! command -v redis-cli >/dev/null 2>&1 || ! command -v redis-benchmark >/dev/
         fi
     else
         echo "test-deps: no apt-get; redis-cli tests will be skipped"
+    fi
+fi
+
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus-redis-exporter >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1; then
+        echo "== installing prometheus (promtool) and prometheus-redis-exporter (apt-get)"
+        export DEBIAN_FRONTEND=noninteractive
+        if ! $sudo_cmd apt-get install -y -q prometheus prometheus-redis-exporter >/dev/null; then
+            $sudo_cmd apt-get update -q >/dev/null || true
+            $sudo_cmd apt-get install -y -q prometheus prometheus-redis-exporter >/dev/null \
+                || echo "test-deps: could not install prometheus/prometheus-redis-exporter"
+        fi
+        # The packages may start system services (a Prometheus server on
+        # 9090, its node exporter, a Redis exporter on 9121); the tests run
+        # their own.
+        if command -v service >/dev/null 2>&1; then
+            for svc in prometheus prometheus-node-exporter prometheus-redis-exporter; do
+                $sudo_cmd service "$svc" stop >/dev/null 2>&1 || true
+            done
+        fi
+    else
+        echo "test-deps: no apt-get; promtool and redis_exporter tests will be skipped"
     fi
 fi
 
