@@ -146,7 +146,7 @@ for setup in $SETUPS; do
                 record_failure "$setup" "server binary missing"
                 continue
             fi
-            "$ESCABELO_BIN" --port "$port" --data-dir "$dir" --bind 127.0.0.1 \
+            "$ESCABELO_BIN" --port "$port" --data-dir "$dir" --bind 127.0.0.1 --metrics-port 0 \
                 --durability "${setup#escabelo-}" >"$logf" 2>&1 &
             ;;
         redis-always|redis-everysec)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs what the Redis client tests need, when missing:
+# Installs what the Redis client and metrics tests need, when missing:
 #   - Debian's redis-tools (redis-cli, redis-benchmark) and redis-server,
 #   - Debian's nutcracker (twemproxy),
+#   - Debian's prometheus (for promtool) and prometheus-redis-exporter,
 #   - PyPI's `redis` (redis-py) in a virtual environment under target/,
 #   - npm's `ioredis` under target/.
 # Safe to run repeatedly: anything already present is left alone. A tool
@@ -58,6 +59,22 @@ if ! command -v nutcracker >/dev/null 2>&1 && [ ! -x /usr/sbin/nutcracker ]; the
         stop_service nutcracker
     else
         echo "test-deps: no apt-get; the twemproxy test will be skipped"
+    fi
+fi
+
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus-redis-exporter >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1; then
+        echo "== installing prometheus (promtool) and prometheus-redis-exporter (apt-get)"
+        apt_install prometheus prometheus-redis-exporter \
+            || echo "test-deps: could not install prometheus/prometheus-redis-exporter"
+        # The packages may start system services (a Prometheus server on
+        # 9090, its node exporter, a Redis exporter on 9121); the tests run
+        # their own.
+        for svc in prometheus prometheus-node-exporter prometheus-redis-exporter; do
+            stop_service "$svc"
+        done
+    else
+        echo "test-deps: no apt-get; promtool and redis_exporter tests will be skipped"
     fi
 fi
 

@@ -34,6 +34,7 @@ pub mod types;
 pub mod version;
 pub mod wal;
 
+pub use db::metrics::{Histogram, HistogramSnapshot, WriteHistograms};
 pub use db::{
     Db, Stats, Txn, TxnAction, TxnCallback, TxnCond, TxnOp, TxnResult, WriteOp, TXN_OPS_MAX,
 };

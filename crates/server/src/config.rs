@@ -63,6 +63,11 @@ pub struct Config {
     #[arg(long, env = "ESCABELO_MAX_CONNECTIONS", default_value_t = 10000)]
     pub max_connections: usize,
 
+    /// TCP port of the Prometheus endpoint (`GET /metrics`, plain HTTP), on
+    /// the --bind address; 0 turns it off.
+    #[arg(long, env = "ESCABELO_METRICS_PORT", default_value_t = 9187)]
+    pub metrics_port: u16,
+
     /// Log filter: error, warn, info, debug, trace, or a tracing directive
     /// such as "escabelo=debug".
     #[arg(long, env = "ESCABELO_LOG_LEVEL", default_value = "info")]
@@ -124,6 +129,7 @@ const LEGACY_FLAGS: &[&str] = &[
     "cache-size",
     "max-connections",
     "log-level",
+    "metrics-port",
     "help",
     "version",
 ];
@@ -348,5 +354,9 @@ mod tests {
         assert_eq!(o.memtable_size, 64 << 20);
         assert_eq!(o.value_len_max, 16 << 20);
         assert_eq!(o.durability, Durability::Os);
+        assert_eq!(c.metrics_port, 9187);
+        let c =
+            Config::try_parse_from(normalize_args(args(&["escabelo", "-metrics-port=0"]))).unwrap();
+        assert_eq!(c.metrics_port, 0);
     }
 }

@@ -4,6 +4,11 @@ use escabelo_engine::Error;
 
 /// The reason sent after `error: ` for an engine error.
 pub fn reply_reason(e: &Error) -> String {
+    use crate::metrics::{ErrorKind, RECORDER};
+    RECORDER.error(match e {
+        Error::InvalidArgument(_) => ErrorKind::Limit,
+        _ => ErrorKind::Engine,
+    });
     match e {
         Error::NoSpace { .. } => "disk full".to_string(),
         Error::InvalidArgument(msg) => msg.to_lowercase(),

@@ -6,6 +6,7 @@
 mod command;
 mod config;
 mod error;
+mod metrics;
 mod protocol;
 mod reply;
 mod server;
@@ -143,6 +144,7 @@ async fn run(cfg: Config) -> ExitCode {
         max_value_size = cfg.max_value_size,
         cache_size = cfg.cache_size,
         max_connections = cfg.max_connections,
+        metrics_port = cfg.metrics_port,
         "starting escabelo {}",
         env!("CARGO_PKG_VERSION")
     );
@@ -187,7 +189,31 @@ async fn run(cfg: Config) -> ExitCode {
         Err(_) => info!(addr = %settings.addr, "listening"),
     }
 
+    // The metrics endpoint is part of the configuration: if its port
+    // cannot be had, the server does not start (like the main port).
+    let metrics = if cfg.metrics_port == 0 {
+        None
+    } else {
+        let addr = SocketAddr::new(cfg.bind, cfg.metrics_port);
+        match metrics::http::MetricsServer::bind(addr, db.clone(), srv.counters()) {
+            Ok(m) => {
+                info!(addr = %m.local_addr().unwrap_or(addr), "metrics endpoint ready (GET /metrics)");
+                Some(tokio::spawn(m.run()))
+            }
+            Err(e) => {
+                error!(%addr, error = %e, "cannot listen for metrics");
+                eprintln!("escabelo: cannot listen for metrics on {addr}: {e} (change --metrics-port, or 0 to turn it off)");
+                drop(srv);
+                close_db(&db);
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+
     srv.run(shutdown_signal()).await;
+    if let Some(m) = metrics {
+        m.abort();
+    }
     info!("connections closed; syncing the database");
     if close_db(&db) {
         info!("shutdown complete");

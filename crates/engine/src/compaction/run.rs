@@ -173,6 +173,16 @@ fn run_compaction(shared: &Arc<Shared>, c: Compaction) -> Result<()> {
             return Err(e);
         }
     }
+    let read: u64 = c
+        .inputs
+        .iter()
+        .chain(&c.overlapping)
+        .map(|t| t.entry.file_size)
+        .sum();
+    shared
+        .counters
+        .compaction_bytes_read
+        .fetch_add(read, Ordering::Relaxed);
     for t in c.inputs.iter().chain(&c.overlapping) {
         let p = shared.path(&table_name(t.entry.number));
         if let Err(e) = shared.fs.remove_file(&p) {
@@ -237,9 +247,9 @@ fn finish_output(
     edit: &mut VersionEdit,
 ) -> Result<()> {
     let meta = b.finish()?;
-    shared
-        .counters
-        .bytes_written
+    let c = &shared.counters;
+    c.bytes_written.fetch_add(meta.file_size, Ordering::Relaxed);
+    c.compaction_bytes_written
         .fetch_add(meta.file_size, Ordering::Relaxed);
     let table = Table::open_cached(
         &shared.fs,

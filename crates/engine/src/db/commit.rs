@@ -546,7 +546,7 @@ impl Committer {
     /// records: a segment is synced and sealed when it is frozen (see
     /// `rotate`).
     fn sync(&mut self) -> Result<()> {
-        let r = self.wal.sync();
+        let r = self.shared.metrics.timed_fsync(|| self.wal.sync());
         self.shared
             .counters
             .wal_syncs
@@ -683,6 +683,7 @@ impl Committer {
                 fail_decided(decided, &e);
                 return false;
             }
+            self.shared.metrics.observe_batch(decided.len());
             let c = &self.shared.counters;
             c.bytes_written
                 .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
@@ -838,7 +839,10 @@ pub(crate) fn start_syncer(shared: Arc<Shared>) -> Result<std::thread::JoinHandl
                 // they were frozen).
                 let file = shared.wal_file.lock().clone();
                 let r = match file {
-                    Some(f) => f.sync_data().map_err(|e| Error::io("sync log", e)),
+                    Some(f) => shared
+                        .metrics
+                        .timed_fsync(|| f.sync_data())
+                        .map_err(|e| Error::io("sync log", e)),
                     None => Ok(()),
                 };
                 if let Err(e) = r {

@@ -130,10 +130,7 @@ fn flush_one(shared: &Arc<Shared>, imm: &Arc<Memtable>) -> Result<()> {
         if let Some(b) = out.blob.take() {
             let meta = b.finish()?;
             written.push(shared.path(&blob_name(meta.number)));
-            shared
-                .counters
-                .bytes_written
-                .fetch_add(meta.file_size, Ordering::Relaxed);
+            shared.counters.add_flush_written(meta.file_size);
             blobs.push(BlobReader::open(
                 &shared.fs,
                 &shared.path(&blob_name(meta.number)),
@@ -149,10 +146,7 @@ fn flush_one(shared: &Arc<Shared>, imm: &Arc<Memtable>) -> Result<()> {
         if let Some(t) = out.table.take() {
             let meta = t.finish()?;
             written.push(shared.path(&table_name(meta.number)));
-            shared
-                .counters
-                .bytes_written
-                .fetch_add(meta.file_size, Ordering::Relaxed);
+            shared.counters.add_flush_written(meta.file_size);
             tables.push(Table::open_cached(
                 &shared.fs,
                 &shared.path(&table_name(meta.number)),

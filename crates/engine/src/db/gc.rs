@@ -142,9 +142,9 @@ pub(crate) fn run(shared: &Arc<Shared>, commit: &CommitHandle, number: u64) -> R
     let mut new_entry = None;
     if let Some(w) = writer.take() {
         let meta = w.finish()?;
-        shared
-            .counters
-            .bytes_written
+        let c = &shared.counters;
+        c.bytes_written.fetch_add(meta.file_size, Ordering::Relaxed);
+        c.blob_gc_bytes_written
             .fetch_add(meta.file_size, Ordering::Relaxed);
         shared
             .fs
@@ -229,6 +229,10 @@ pub(crate) fn run(shared: &Arc<Shared>, commit: &CommitHandle, number: u64) -> R
         tracing::warn!(error = %e, file = %old_path.display(), "could not remove collected blob file");
     }
     shared.counters.blob_gcs.fetch_add(1, Ordering::Relaxed);
+    shared
+        .counters
+        .blob_gc_bytes_read
+        .fetch_add(file.entry.file_size, Ordering::Relaxed);
     tracing::debug!(
         file = number,
         moved = moves.len(),

@@ -16,6 +16,7 @@
 pub(crate) mod commit;
 pub(crate) mod flush;
 pub(crate) mod gc;
+pub mod metrics;
 mod open;
 mod read;
 #[cfg(test)]
@@ -110,6 +111,23 @@ pub struct Stats {
     /// Bytes of log records the last open dropped (see
     /// `wal_dropped_records`).
     pub wal_dropped_bytes: u64,
+    /// Bytes of live table files per level.
+    pub level_bytes: Vec<u64>,
+    /// Entries in the live table files (tombstones and versions that a
+    /// compaction has not merged yet included).
+    pub table_entries: u64,
+    /// Entries in the active and frozen memtables.
+    pub memtable_entries: u64,
+    /// Bytes of table and blob files written by flushes since open.
+    pub flush_bytes_written: u64,
+    /// Bytes of table files read (merged) by compactions since open.
+    pub compaction_bytes_read: u64,
+    /// Bytes of table files written by compactions since open.
+    pub compaction_bytes_written: u64,
+    /// Bytes of blob files read by blob garbage collection since open.
+    pub blob_gc_bytes_read: u64,
+    /// Bytes of blob files written by blob garbage collection since open.
+    pub blob_gc_bytes_written: u64,
 }
 
 /// Callback run when a submitted write is durable (per the durability
@@ -133,6 +151,13 @@ pub(crate) struct Counters {
     /// What recovery dropped at open: records and bytes.
     pub wal_dropped_records: AtomicU64,
     pub wal_dropped_bytes: AtomicU64,
+    /// Bytes written by flushes, read and written by compactions and by
+    /// blob collection.
+    pub flush_bytes_written: AtomicU64,
+    pub compaction_bytes_read: AtomicU64,
+    pub compaction_bytes_written: AtomicU64,
+    pub blob_gc_bytes_read: AtomicU64,
+    pub blob_gc_bytes_written: AtomicU64,
 }
 
 /// State guarded by the version lock: what changes when files come and go.
@@ -150,6 +175,14 @@ pub(crate) struct VersionSet {
     /// Flushed log segments kept for reuse by the commit thread, with
     /// their sizes.
     pub recyclable_logs: Vec<(PathBuf, u64)>,
+}
+
+impl Counters {
+    /// Counts `bytes` written by a flush.
+    pub fn add_flush_written(&self, bytes: u64) {
+        self.bytes_written.fetch_add(bytes, Ordering::Relaxed);
+        self.flush_bytes_written.fetch_add(bytes, Ordering::Relaxed);
+    }
 }
 
 impl VersionSet {
@@ -178,6 +211,8 @@ pub(crate) struct Shared {
     /// Write sequence number: bumped after each applied batch.
     pub seq: AtomicU64,
     pub counters: Counters,
+    /// Histograms of the write path (fdatasync latency, batch sizes).
+    pub metrics: metrics::WriteMetrics,
     /// Set after a fatal write-path error (a failed fsync): writes refused.
     pub fatal: Mutex<Option<String>>,
     pub shutdown: AtomicBool,
@@ -675,6 +710,25 @@ impl Db {
             level_files: v.levels.iter().map(|l| l.len() as u64).collect(),
             wal_dropped_records: c.wal_dropped_records.load(Ordering::Relaxed),
             wal_dropped_bytes: c.wal_dropped_bytes.load(Ordering::Relaxed),
+            level_bytes: (0..v.levels.len()).map(|l| v.level_bytes(l)).collect(),
+            table_entries: v.levels.iter().flatten().map(|t| t.entry.entries).sum(),
+            memtable_entries: (sv.mem.len() + sv.imms.iter().map(|m| m.len()).sum::<usize>())
+                as u64,
+            flush_bytes_written: c.flush_bytes_written.load(Ordering::Relaxed),
+            compaction_bytes_read: c.compaction_bytes_read.load(Ordering::Relaxed),
+            compaction_bytes_written: c.compaction_bytes_written.load(Ordering::Relaxed),
+            blob_gc_bytes_read: c.blob_gc_bytes_read.load(Ordering::Relaxed),
+            blob_gc_bytes_written: c.blob_gc_bytes_written.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Snapshots of the write path's histograms: fdatasync latency and
+    /// requests per log write.
+    pub fn histograms(&self) -> metrics::WriteHistograms {
+        let m = &self.inner.shared.metrics;
+        metrics::WriteHistograms {
+            fsync_ns: m.fsync.snapshot(),
+            batch_requests: m.batch.snapshot(),
         }
     }
 

@@ -260,6 +260,7 @@ pub(super) fn open(opts: Options) -> Result<Db> {
         block_cache,
         seq: AtomicU64::new(0),
         counters: Counters::default(),
+        metrics: Default::default(),
         fatal: Mutex::new(None),
         shutdown: AtomicBool::new(false),
         closing: AtomicBool::new(false),

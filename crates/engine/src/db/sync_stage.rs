@@ -119,7 +119,10 @@ impl SyncStage {
             // drains this stage first.
             let file = shared.wal_file.lock().clone();
             let r = match file {
-                Some(f) => f.sync_data().map_err(|e| Error::io("syncing the log", e)),
+                Some(f) => shared
+                    .metrics
+                    .timed_fsync(|| f.sync_data())
+                    .map_err(|e| Error::io("syncing the log", e)),
                 None => Err(Error::Closed),
             };
             shared.counters.wal_syncs.fetch_add(1, Ordering::Relaxed);

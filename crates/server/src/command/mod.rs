@@ -17,6 +17,7 @@ pub mod strings;
 pub mod transactions;
 
 use crate::error::reply_reason;
+use crate::metrics::{ErrorKind, RECORDER};
 use crate::protocol::text::{Request, KEY_LEN_MAX};
 use crate::protocol::Wire;
 use crate::reply::Reply;
@@ -344,6 +345,12 @@ pub static COMMAND_NAMES: &[&str] = &[
 
 /// The table entry for a command name (any case).
 pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
+    lookup_index(name).map(|i| &COMMANDS[i])
+}
+
+/// The position in [`COMMANDS`] (and [`COMMAND_NAMES`]) of a command name
+/// (any case).
+pub fn lookup_index(name: &[u8]) -> Option<usize> {
     if name.len() > 16 {
         return None;
     }
@@ -355,7 +362,6 @@ pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
     COMMANDS
         .binary_search_by(|s| s.name.as_bytes().cmp(lower))
         .ok()
-        .map(|i| &COMMANDS[i])
 }
 
 /// Whether `name` (any case) is a Redis command served here.
@@ -370,16 +376,19 @@ pub fn engine_error(e: &Error) -> Reply {
 
 /// `ERR wrong number of arguments for '<name>' command`.
 pub fn wrong_args(name: &str) -> Reply {
+    RECORDER.error(ErrorKind::WrongArity);
     Reply::err(format!("wrong number of arguments for '{name}' command"))
 }
 
 /// `ERR syntax error`.
 pub fn syntax_error() -> Reply {
+    RECORDER.error(ErrorKind::Syntax);
     Reply::err("syntax error")
 }
 
 /// Redis's unknown-command error, echoing the first arguments.
 pub fn unknown_command(args: &[Bytes]) -> Reply {
+    RECORDER.error(ErrorKind::UnknownCommand);
     let name = String::from_utf8_lossy(&args[0][..args[0].len().min(128)]).into_owned();
     let mut rest = String::new();
     for a in &args[1..] {
@@ -400,12 +409,14 @@ pub fn unknown_command(args: &[Bytes]) -> Reply {
 /// Checks a key argument against the engine's key limit.
 pub fn check_key(key: &[u8]) -> Result<(), Reply> {
     if key.len() > KEY_LEN_MAX {
+        RECORDER.error(ErrorKind::Limit);
         return Err(Reply::err(format!(
             "key too long: {} bytes (max {KEY_LEN_MAX})",
             key.len()
         )));
     }
     if key.is_empty() {
+        RECORDER.error(ErrorKind::Limit);
         return Err(Reply::err("empty keys are not supported"));
     }
     Ok(())
@@ -414,6 +425,7 @@ pub fn check_key(key: &[u8]) -> Result<(), Reply> {
 /// Checks a value argument against the configured limit.
 pub fn check_value(ctx: &Context, v: &[u8]) -> Result<(), Reply> {
     if v.len() > ctx.max_value_len {
+        RECORDER.error(ErrorKind::Limit);
         return Err(Reply::err(format!(
             "value too long: {} bytes (max {})",
             v.len(),
@@ -426,7 +438,9 @@ pub fn check_value(ctx: &Context, v: &[u8]) -> Result<(), Reply> {
 /// Plans a RESP request.
 pub fn plan_redis(ctx: &Context, session: &mut Session, args: Vec<Bytes>) -> Plan {
     Counters::bump(&ctx.counters.commands);
-    let Some(spec) = lookup(&args[0]) else {
+    let index = lookup_index(&args[0]);
+    RECORDER.resp_request(index);
+    let Some(spec) = index.map(|i| &COMMANDS[i]) else {
         if let Some(m) = &mut session.multi {
             m.failed = true;
         }
@@ -483,6 +497,7 @@ fn text_read_done(c: &Counters, r: escabelo_engine::Result<Option<Bytes>>) -> Re
 
 /// Plans a text-protocol request.
 pub fn plan_text(ctx: &Context, req: Request) -> Plan {
+    RECORDER.text_request(&req);
     match req {
         Request::Write { key, value } => Plan::Write {
             op: WriteOp::Put { key, value },

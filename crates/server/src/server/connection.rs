@@ -23,6 +23,7 @@ use crate::command::keyspace::Cursors;
 use crate::command::{
     self, Job, Plan, ReadFinish, Session, Sink, StreamJob, TxnFinish, WriteFinish,
 };
+use crate::metrics;
 use crate::protocol::resp::{self, Parsed};
 use crate::protocol::text::{self, Parser};
 use crate::protocol::{detect, Detect, Protocol, Wire};
@@ -453,7 +454,7 @@ impl Conn {
                 return;
             }
             Plan::Write { op, finish } => {
-                let (tx, rx) = oneshot::channel();
+                let (tx, rx) = metrics::write_channel();
                 self.ctx.db.submit(
                     op,
                     Box::new(move |r| {
@@ -468,7 +469,7 @@ impl Conn {
                 size: tsize,
                 finish,
             } => {
-                let (tx, rx) = oneshot::channel();
+                let (tx, rx) = metrics::write_channel();
                 crate::txn::submit_txn(
                     &self.ctx.db,
                     txn,
@@ -488,7 +489,7 @@ impl Conn {
             }
             Plan::Read { key, finish } => {
                 if self.queue.is_empty() {
-                    let r = finish(&self.ctx.counters, self.ctx.db.get(&key));
+                    let r = finish(&self.ctx.counters, metrics::timed_get(&self.ctx.db, &key));
                     wire.encode(&mut self.out, &r);
                     return;
                 }
@@ -517,7 +518,7 @@ impl Conn {
     }
 
     fn submit_write(&self, op: WriteOp, finish: WriteFinish) -> Kind {
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = metrics::write_channel();
         self.ctx.db.submit(
             op,
             Box::new(move |r| {
@@ -529,7 +530,7 @@ impl Conn {
     }
 
     fn submit_txn(&self, txn: crate::txn::Txn, finish: TxnFinish) -> Kind {
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = metrics::write_channel();
         crate::txn::submit_txn(
             &self.ctx.db,
             txn,
@@ -584,7 +585,7 @@ impl Conn {
             match &mut front.kind {
                 Kind::Ready(b) => self.out.extend_from_slice(b),
                 Kind::Read { key, finish } => {
-                    let r = finish(&self.ctx.counters, self.ctx.db.get(key));
+                    let r = finish(&self.ctx.counters, metrics::timed_get(&self.ctx.db, key));
                     wire.encode(&mut self.out, &r);
                 }
                 Kind::Front(job) => {

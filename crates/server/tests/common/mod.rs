@@ -144,11 +144,14 @@ impl Drop for Server {
 }
 
 /// Spawns the binary with raw arguments (info logging, no colours);
-/// stderr is collected into the returned [`Log`].
+/// stderr is collected into the returned [`Log`]. The metrics endpoint is
+/// off unless the arguments ask for it (`--metrics-port`), so servers
+/// started in parallel do not compete for its default port.
 pub fn spawn(args: &[String]) -> (Child, Log) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_escabelo"))
         .args(args)
         .env("ESCABELO_LOG_LEVEL", "info")
+        .env("ESCABELO_METRICS_PORT", "0")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
