@@ -12,7 +12,7 @@ use rand::SeedableRng;
 use crate::client::{ClientError, Conn, ReplyKind};
 use crate::config::Config;
 use crate::report::{OpStats, Report, Results};
-use crate::workload::{self, key_name, Op, Workload};
+use crate::workload::{self, key_name, Op, SizeModel, Workload};
 
 /// How many error messages are kept for the report.
 const MAX_ERROR_SAMPLES: usize = 10;
@@ -21,6 +21,7 @@ const MAX_ERROR_SAMPLES: usize = 10;
 pub struct Shared {
     cfg: Config,
     workload: Workload,
+    sizes_model: SizeModel,
     /// Latest acknowledged value size per key; 0 = not known to exist.
     sizes: Vec<AtomicU32>,
     /// Next version number for written values (0 is the preload's).
@@ -37,11 +38,12 @@ impl Shared {
     /// Shared state for a run of `cfg`.
     pub fn new(cfg: Config) -> Arc<Self> {
         let workload = Workload::new(cfg.key_count, cfg.hot_key_ratio, cfg.read_ratio);
+        let sizes_model = SizeModel::from_flag(cfg.value_size as usize);
         let sizes = (0..cfg.key_count)
             .map(|i| {
                 let size = if cfg.assume_preloaded {
                     let key = key_name(i);
-                    workload::effective_len(&key, workload::preload_size(cfg.seed, i), 0)
+                    workload::effective_len(&key, sizes_model.preload(cfg.seed, i), 0)
                 } else {
                     0
                 };
@@ -51,6 +53,7 @@ impl Shared {
         Arc::new(Shared {
             cfg,
             workload,
+            sizes_model,
             sizes,
             version: AtomicU64::new(1),
             done: AtomicU64::new(0),
@@ -201,7 +204,7 @@ async fn preload_task(shared: Arc<Shared>, first: u64, step: u64) -> (u64, u64) 
         batch.clear();
         for i in keys.by_ref().take(cfg.pipeline as usize) {
             let key = key_name(i);
-            let len = workload::effective_len(&key, workload::preload_size(cfg.seed, i), 0);
+            let len = workload::effective_len(&key, shared.sizes_model.preload(cfg.seed, i), 0);
             conn.queue_write(&key, len, |out| {
                 workload::write_value(out, &key, len, 0);
             });
@@ -271,8 +274,8 @@ async fn load_task(shared: Arc<Shared>, id: u64, deadline: Instant) -> Results {
                 }
                 Op::Write => {
                     let version = shared.version.fetch_add(1, Ordering::Relaxed);
-                    let len =
-                        workload::effective_len(&key, workload::choose_size(&mut rng), version);
+                    let wanted = shared.sizes_model.choose(&mut rng);
+                    let len = workload::effective_len(&key, wanted, version);
                     c.queue_write(&key, len, |out| {
                         workload::write_value(out, &key, len, version);
                     });

@@ -145,3 +145,14 @@ async fn unreachable_server_is_an_error() {
     assert!(r.connect_errors > 0);
     assert!(r.errors >= r.connect_errors);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixed_value_size_is_what_is_written() {
+    let addr = tiny_server(Fault::None).await;
+    let r = run::run(config(&addr, &["--preload", "--value-size", "1000"])).await;
+    assert_eq!(r.errors, 0, "{:?}", r.error_samples);
+    assert!(r.write.count > 0 && r.read.count > 0);
+    assert_eq!(r.write.bytes, r.write.count * 1000);
+    assert_eq!(r.read.bytes, r.read.count * 1000);
+    assert_eq!(r.live_bytes, 300 * (1000 + 12));
+}

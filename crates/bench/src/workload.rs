@@ -111,6 +111,42 @@ pub fn key_name(i: u64) -> String {
     format!("bench:{i:06}")
 }
 
+/// How the size of each written value is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SizeModel {
+    /// The challenge's three bands (see [`choose_size`]).
+    Bands,
+    /// Every value asks for this many bytes (at least its header is sent).
+    Fixed(usize),
+}
+
+impl SizeModel {
+    /// `Fixed(n)` for a non-zero `n`, the challenge's bands for 0.
+    pub fn from_flag(value_size: usize) -> Self {
+        if value_size == 0 {
+            SizeModel::Bands
+        } else {
+            SizeModel::Fixed(value_size)
+        }
+    }
+
+    /// The size asked for a value written during the measured phase.
+    pub fn choose<R: Rng>(self, rng: &mut R) -> usize {
+        match self {
+            SizeModel::Bands => choose_size(rng),
+            SizeModel::Fixed(n) => n,
+        }
+    }
+
+    /// The size asked for key `i`'s preloaded value.
+    pub fn preload(self, seed: u64, i: u64) -> usize {
+        match self {
+            SizeModel::Bands => preload_size(seed, i),
+            SizeModel::Fixed(n) => n,
+        }
+    }
+}
+
 /// Picks a value size: 70% 1 B..1 KiB, 20% 1..10 KiB, 10% 10..100 KiB.
 pub fn choose_size<R: Rng>(rng: &mut R) -> usize {
     let p: f64 = rng.gen();
