@@ -70,6 +70,9 @@ pub struct Conn {
     rbuf: Vec<u8>,
     start: usize,
     pending_consume: usize,
+    /// Bytes after `start` known to hold no complete reply's terminator
+    /// (text protocol), so that the next search starts after them.
+    scanned: usize,
 }
 
 impl Conn {
@@ -91,6 +94,7 @@ impl Conn {
             rbuf: Vec::with_capacity(256 * 1024),
             start: 0,
             pending_consume: 0,
+            scanned: 0,
         })
     }
 
@@ -128,13 +132,18 @@ impl Conn {
         let decoded = loop {
             let avail = &self.rbuf[self.start..];
             let d = match self.protocol {
-                Protocol::Text => text::decode(avail)?,
+                Protocol::Text => text::decode(avail, self.scanned)?,
                 Protocol::Resp => resp::decode(avail)?,
             };
             if let Some(d) = d {
                 break d;
             }
-            if self.start > 0 {
+            self.scanned = avail.len();
+            if self.start == self.rbuf.len() {
+                // Everything was consumed: reuse the buffer from its start.
+                self.rbuf.clear();
+                self.start = 0;
+            } else if self.start > 0 {
                 self.rbuf.drain(..self.start);
                 self.start = 0;
             }
@@ -147,6 +156,7 @@ impl Conn {
                 return Err(ClientError::Closed);
             }
         };
+        self.scanned = 0;
         self.pending_consume = decoded.consumed;
         let base = self.start;
         Ok((
