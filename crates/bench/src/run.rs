@@ -12,7 +12,7 @@ use rand::SeedableRng;
 use crate::client::{ClientError, Conn, ReplyKind};
 use crate::config::Config;
 use crate::report::{OpStats, Report, Results};
-use crate::workload::{self, key_name, Op, SizeModel, Workload};
+use crate::workload::{self, KeyName, Op, SizeModel, Workload};
 
 /// How many error messages are kept for the report.
 const MAX_ERROR_SAMPLES: usize = 10;
@@ -42,8 +42,8 @@ impl Shared {
         let sizes = (0..cfg.key_count)
             .map(|i| {
                 let size = if cfg.assume_preloaded {
-                    let key = key_name(i);
-                    workload::effective_len(&key, sizes_model.preload(cfg.seed, i), 0)
+                    let key = KeyName::new(i);
+                    workload::effective_len(key.as_str(), sizes_model.preload(cfg.seed, i), 0)
                 } else {
                     0
                 };
@@ -79,7 +79,7 @@ impl Shared {
             let s = u64::from(s.load(Ordering::Relaxed));
             if s > 0 {
                 keys += 1;
-                bytes += s + key_name(i as u64).len() as u64;
+                bytes += s + KeyName::new(i as u64).as_str().len() as u64;
             }
         }
         (keys, bytes)
@@ -144,7 +144,8 @@ fn classify(
     stats: &mut OpStats,
     shared: &Shared,
 ) -> Result<(), String> {
-    let key = key_name(req.key);
+    let key = KeyName::new(req.key);
+    let key = key.as_str();
     let lossy = |b: &[u8]| String::from_utf8_lossy(&b[..b.len().min(120)]).into_owned();
     match (req.op, kind) {
         (Op::Write, ReplyKind::Success) => {
@@ -154,7 +155,7 @@ fn classify(
             }
             Ok(())
         }
-        (Op::Read, ReplyKind::Value) => match workload::check_value(&key, body) {
+        (Op::Read, ReplyKind::Value) => match workload::check_value(key, body) {
             Ok(()) => {
                 stats.bytes += body.len() as u64;
                 Ok(())
@@ -203,10 +204,11 @@ async fn preload_task(shared: Arc<Shared>, first: u64, step: u64) -> (u64, u64) 
     while keys.peek().is_some() {
         batch.clear();
         for i in keys.by_ref().take(cfg.pipeline as usize) {
-            let key = key_name(i);
-            let len = workload::effective_len(&key, shared.sizes_model.preload(cfg.seed, i), 0);
-            conn.queue_write(&key, len, |out| {
-                workload::write_value(out, &key, len, 0);
+            let key = KeyName::new(i);
+            let key = key.as_str();
+            let len = workload::effective_len(key, shared.sizes_model.preload(cfg.seed, i), 0);
+            conn.queue_write(key, len, |out| {
+                workload::write_value(out, key, len, 0);
             });
             batch.push(InFlight {
                 op: Op::Write,
@@ -258,14 +260,15 @@ async fn load_task(shared: Arc<Shared>, id: u64, deadline: Instant) -> Results {
                 break;
             }
             let key_idx = shared.workload.choose_key(&mut rng);
-            let key = key_name(key_idx);
+            let key = KeyName::new(key_idx);
+            let key = key.as_str();
             let known = shared
                 .sizes
                 .get(key_idx as usize)
                 .map_or(0, |s| s.load(Ordering::Relaxed));
             match shared.workload.choose_op(&mut rng) {
                 Op::Read => {
-                    c.queue_read(&key);
+                    c.queue_read(key);
                     batch.push(InFlight {
                         op: Op::Read,
                         key: key_idx,
@@ -275,9 +278,9 @@ async fn load_task(shared: Arc<Shared>, id: u64, deadline: Instant) -> Results {
                 Op::Write => {
                     let version = shared.version.fetch_add(1, Ordering::Relaxed);
                     let wanted = shared.sizes_model.choose(&mut rng);
-                    let len = workload::effective_len(&key, wanted, version);
-                    c.queue_write(&key, len, |out| {
-                        workload::write_value(out, &key, len, version);
+                    let len = workload::effective_len(key, wanted, version);
+                    c.queue_write(key, len, |out| {
+                        workload::write_value(out, key, len, version);
                     });
                     batch.push(InFlight {
                         op: Op::Write,

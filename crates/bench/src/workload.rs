@@ -109,9 +109,47 @@ impl Workload {
     }
 }
 
-/// The name of key number `i`: `bench:000123`.
+/// The name of key number `i`: `bench:000123`, as a `String`.
+#[cfg(test)]
 pub fn key_name(i: u64) -> String {
-    format!("bench:{i:06}")
+    KeyName::new(i).as_str().to_owned()
+}
+
+/// The name of a key, formatted on the stack (no allocation per request).
+#[derive(Clone, Copy)]
+pub struct KeyName {
+    buf: [u8; KeyName::CAPACITY],
+    len: u8,
+}
+
+impl KeyName {
+    /// `bench:` plus the 20 digits of the largest `u64`.
+    const CAPACITY: usize = 26;
+
+    /// The name of key number `i`: `bench:` and at least six digits.
+    pub fn new(i: u64) -> Self {
+        let mut digits = [b'0'; 20];
+        let mut n = i;
+        let mut used = 0;
+        while n > 0 || used < 6 {
+            digits[19 - used] = b'0' + (n % 10) as u8;
+            n /= 10;
+            used += 1;
+        }
+        let mut buf = [0u8; Self::CAPACITY];
+        buf[..6].copy_from_slice(b"bench:");
+        buf[6..6 + used].copy_from_slice(&digits[20 - used..]);
+        KeyName {
+            buf,
+            len: (6 + used) as u8,
+        }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII is ever written into `buf`.
+        std::str::from_utf8(&self.buf[..usize::from(self.len)]).unwrap_or("bench:?")
+    }
 }
 
 /// How the size of each written value is chosen.
@@ -425,6 +463,14 @@ mod tests {
             &make_value("bench:000001", 30, 0)[..],
             b"bench:000001:30:0:I_5EpZOKKlJ8"
         );
+    }
+
+    #[test]
+    fn key_names() {
+        for i in [0u64, 1, 999_999, 1_000_000, 12_345_678, u64::MAX] {
+            assert_eq!(KeyName::new(i).as_str(), format!("bench:{i:06}"));
+        }
+        assert_eq!(key_name(42), "bench:000042");
     }
 
     #[test]
