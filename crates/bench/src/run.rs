@@ -95,7 +95,8 @@ struct InFlight {
 }
 
 /// Sends one batch, reads its replies, and records them into `res`.
-/// On a connection failure the unanswered requests are counted as errors.
+/// On a connection failure or when the batch takes longer than the
+/// timeout, the unanswered requests are counted as errors.
 async fn run_batch(
     conn: &mut Conn,
     batch: &[InFlight],
@@ -104,7 +105,8 @@ async fn run_batch(
 ) -> Result<(), ClientError> {
     let started = Instant::now();
     let mut answered = 0;
-    let outcome = async {
+    let limit = shared.cfg.timeout;
+    let exchange = async {
         conn.flush().await?;
         for req in batch {
             let (kind, body) = conn.next_reply().await?;
@@ -122,8 +124,14 @@ async fn run_batch(
             shared.done.fetch_add(1, Ordering::Relaxed);
         }
         Ok::<(), ClientError>(())
-    }
-    .await;
+    };
+    let outcome = match tokio::time::timeout(limit, exchange).await {
+        Ok(r) => r,
+        Err(_) => Err(ClientError::Timeout(
+            limit,
+            "waiting for a batch of replies",
+        )),
+    };
     if let Err(e) = outcome {
         for req in &batch[answered..] {
             match req.op {

@@ -17,6 +17,8 @@ enum Fault {
     Corrupt,
     /// Answer every read with not-found.
     Forget,
+    /// Read requests and never answer.
+    Silent,
 }
 
 /// Serves `write k|v` and `read k` from a HashMap; returns its address.
@@ -38,6 +40,9 @@ async fn tiny_server(fault: Fault) -> String {
                         Ok(0) | Err(_) => return,
                         Ok(n) => n,
                     };
+                    if fault == Fault::Silent {
+                        continue;
+                    }
                     buf.extend_from_slice(&chunk[..n]);
                     let mut out = Vec::new();
                     while let Some(end) = buf.iter().position(|&b| b == b'\r') {
@@ -134,6 +139,33 @@ async fn lost_preloaded_keys_are_errors() {
     let r = run::run(config(&addr, &["--preload"])).await;
     assert!(r.read.errors > 0);
     assert_eq!(r.read.misses, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_server_times_out_per_batch() {
+    let addr = tiny_server(Fault::Silent).await;
+    let started = std::time::Instant::now();
+    let r = run::run(config(
+        &addr,
+        &[
+            "--duration",
+            "300ms",
+            "--timeout",
+            "200ms",
+            "--pipeline",
+            "4",
+        ],
+    ))
+    .await;
+    assert!(r.errors > 0);
+    assert_eq!(r.read.count + r.write.count, 0);
+    assert!(
+        r.error_samples.iter().any(|e| e.contains("timed out")),
+        "{:?}",
+        r.error_samples
+    );
+    // One timeout per batch: the run ends soon after its duration.
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

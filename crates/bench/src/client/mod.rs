@@ -61,11 +61,11 @@ pub enum ClientError {
 
 /// A pipelined client connection: requests are appended to a send buffer,
 /// sent together with [`Conn::flush`], and replies read in order with
-/// [`Conn::next_reply`].
+/// [`Conn::next_reply`]. Only connecting has a timeout of its own; the
+/// caller bounds a whole batch (one timer per batch, not one per call).
 pub struct Conn {
     stream: TcpStream,
     protocol: Protocol,
-    io_timeout: Duration,
     wbuf: Vec<u8>,
     rbuf: Vec<u8>,
     start: usize,
@@ -89,7 +89,6 @@ impl Conn {
         Ok(Conn {
             stream,
             protocol,
-            io_timeout,
             wbuf: Vec::with_capacity(64 * 1024),
             rbuf: Vec::with_capacity(256 * 1024),
             start: 0,
@@ -117,10 +116,7 @@ impl Conn {
 
     /// Sends everything queued.
     pub async fn flush(&mut self) -> Result<(), ClientError> {
-        let t = self.io_timeout;
-        timeout(t, self.stream.write_all(&self.wbuf))
-            .await
-            .map_err(|_| ClientError::Timeout(t, "sending"))??;
+        self.stream.write_all(&self.wbuf).await?;
         self.wbuf.clear();
         Ok(())
     }
@@ -148,10 +144,7 @@ impl Conn {
                 self.start = 0;
             }
             self.rbuf.reserve(64 * 1024);
-            let t = self.io_timeout;
-            let n = timeout(t, self.stream.read_buf(&mut self.rbuf))
-                .await
-                .map_err(|_| ClientError::Timeout(t, "waiting for a reply"))??;
+            let n = self.stream.read_buf(&mut self.rbuf).await?;
             if n == 0 {
                 return Err(ClientError::Closed);
             }
