@@ -188,3 +188,13 @@ async fn fixed_value_size_is_what_is_written() {
     assert_eq!(r.read.bytes, r.read.count * 1000);
     assert_eq!(r.live_bytes, 300 * (1000 + 12));
 }
+
+/// The bench's default runtime: every connection on one thread.
+#[tokio::test(flavor = "current_thread")]
+async fn clean_run_on_one_thread() {
+    let addr = tiny_server(Fault::None).await;
+    let r = run::run(config(&addr, &["--preload", "--protocol", "text"])).await;
+    assert_eq!(r.errors, 0, "{:?}", r.error_samples);
+    assert!(r.read.count > 0 && r.write.count > 0);
+    assert_eq!(r.read.misses, 0);
+}
