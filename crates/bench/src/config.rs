@@ -59,6 +59,17 @@ pub struct Config {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub pipeline: u32,
 
+    /// Size in bytes of every written value (0 = the challenge's three size
+    /// bands). A value is never shorter than its self-check header (about 25 bytes).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=64 * 1024 * 1024))]
+    pub value_size: u32,
+
+    /// Threads that drive the connections. 1 (the default) runs every
+    /// connection on one event loop, like redis-benchmark, which keeps the
+    /// bench's own CPU use (and what it takes from the server) small.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub threads: u32,
+
     /// Write every key once before the measured phase (not counted in the results).
     #[arg(long)]
     pub preload: bool,
@@ -245,6 +256,22 @@ mod tests {
         assert!((c.read_ratio - 0.8).abs() < 1e-12);
         assert_eq!(c.key_count, 10000);
         assert!((c.hot_key_ratio - 0.2).abs() < 1e-12);
+        assert_eq!(c.value_size, 0);
+        assert_eq!(c.threads, 1);
+    }
+
+    #[test]
+    fn threads() {
+        assert_eq!(Config::parse_from(["bench", "--threads", "2"]).threads, 2);
+        assert!(Config::try_parse_from(["bench", "--threads", "0"]).is_err());
+    }
+
+    #[test]
+    fn value_size() {
+        let c = Config::parse_from(["bench", "--value-size", "1024"]);
+        assert_eq!(c.value_size, 1024);
+        assert!(Config::try_parse_from(["bench", "--value-size", "-1"]).is_err());
+        assert!(Config::try_parse_from(["bench", "--value-size", "99999999999"]).is_err());
     }
 
     #[test]

@@ -15,10 +15,17 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cfg = config::Config::from_env_args();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let built = if cfg.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cfg.threads as usize)
+            .enable_all()
+            .build()
+    };
+    let runtime = match built {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("escabelo-bench: cannot start the async runtime: {e}");

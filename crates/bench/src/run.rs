@@ -13,7 +13,7 @@ use crate::client::{ClientError, Conn, ReplyKind};
 use crate::config::Config;
 use crate::interval::{self, Intervals, Phase, Reporter};
 use crate::report::{OpStats, Report, Results};
-use crate::workload::{self, key_name, Op, Workload};
+use crate::workload::{self, KeyName, Op, SizeModel, Workload};
 
 /// How many error messages are kept for the report.
 const MAX_ERROR_SAMPLES: usize = 10;
@@ -22,6 +22,7 @@ const MAX_ERROR_SAMPLES: usize = 10;
 pub struct Shared {
     cfg: Config,
     workload: Workload,
+    sizes_model: SizeModel,
     /// Latest acknowledged value size per key; 0 = not known to exist.
     sizes: Vec<AtomicU32>,
     /// Next version number for written values (0 is the preload's).
@@ -40,11 +41,12 @@ impl Shared {
     /// Shared state for a run of `cfg`.
     pub fn new(cfg: Config) -> Arc<Self> {
         let workload = Workload::new(cfg.key_count, cfg.hot_key_ratio, cfg.read_ratio);
+        let sizes_model = SizeModel::from_flag(cfg.value_size as usize);
         let sizes = (0..cfg.key_count)
             .map(|i| {
                 let size = if cfg.assume_preloaded {
-                    let key = key_name(i);
-                    workload::effective_len(&key, workload::preload_size(cfg.seed, i), 0)
+                    let key = KeyName::new(i);
+                    workload::effective_len(key.as_str(), sizes_model.preload(cfg.seed, i), 0)
                 } else {
                     0
                 };
@@ -55,6 +57,7 @@ impl Shared {
             intervals: Arc::new(Intervals::new(cfg.report_every.is_some())),
             cfg,
             workload,
+            sizes_model,
             sizes,
             version: AtomicU64::new(1),
             done: AtomicU64::new(0),
@@ -80,7 +83,7 @@ impl Shared {
             let s = u64::from(s.load(Ordering::Relaxed));
             if s > 0 {
                 keys += 1;
-                bytes += s + key_name(i as u64).len() as u64;
+                bytes += s + KeyName::new(i as u64).as_str().len() as u64;
             }
         }
         (keys, bytes)
@@ -96,7 +99,8 @@ struct InFlight {
 }
 
 /// Sends one batch, reads its replies, and records them into `res`.
-/// On a connection failure the unanswered requests are counted as errors.
+/// On a connection failure or when the batch takes longer than the
+/// timeout, the unanswered requests are counted as errors.
 async fn run_batch(
     conn: &mut Conn,
     batch: &[InFlight],
@@ -105,7 +109,8 @@ async fn run_batch(
 ) -> Result<(), ClientError> {
     let started = Instant::now();
     let mut answered = 0;
-    let outcome = async {
+    let limit = shared.cfg.timeout;
+    let exchange = async {
         conn.flush().await?;
         for req in batch {
             let (kind, body) = conn.next_reply().await?;
@@ -125,8 +130,14 @@ async fn run_batch(
             shared.done.fetch_add(1, Ordering::Relaxed);
         }
         Ok::<(), ClientError>(())
-    }
-    .await;
+    };
+    let outcome = match tokio::time::timeout(limit, exchange).await {
+        Ok(r) => r,
+        Err(_) => Err(ClientError::Timeout(
+            limit,
+            "waiting for a batch of replies",
+        )),
+    };
     if let Err(e) = outcome {
         for req in &batch[answered..] {
             shared.intervals.error();
@@ -148,7 +159,8 @@ fn classify(
     stats: &mut OpStats,
     shared: &Shared,
 ) -> Result<(), String> {
-    let key = key_name(req.key);
+    let key = KeyName::new(req.key);
+    let key = key.as_str();
     let lossy = |b: &[u8]| String::from_utf8_lossy(&b[..b.len().min(120)]).into_owned();
     match (req.op, kind) {
         (Op::Write, ReplyKind::Success) => {
@@ -158,7 +170,7 @@ fn classify(
             }
             Ok(())
         }
-        (Op::Read, ReplyKind::Value) => match workload::check_value(&key, body) {
+        (Op::Read, ReplyKind::Value) => match workload::check_value(key, body) {
             Ok(()) => {
                 stats.bytes += body.len() as u64;
                 Ok(())
@@ -207,10 +219,11 @@ async fn preload_task(shared: Arc<Shared>, first: u64, step: u64) -> (u64, u64) 
     while keys.peek().is_some() {
         batch.clear();
         for i in keys.by_ref().take(cfg.pipeline as usize) {
-            let key = key_name(i);
-            let len = workload::effective_len(&key, workload::preload_size(cfg.seed, i), 0);
-            conn.queue_write(&key, len, |out| {
-                workload::write_value(out, &key, len, 0);
+            let key = KeyName::new(i);
+            let key = key.as_str();
+            let len = workload::effective_len(key, shared.sizes_model.preload(cfg.seed, i), 0);
+            conn.queue_write(key, len, |out| {
+                workload::write_value(out, key, len, 0);
             });
             batch.push(InFlight {
                 op: Op::Write,
@@ -263,14 +276,15 @@ async fn load_task(shared: Arc<Shared>, id: u64, deadline: Instant) -> Results {
                 break;
             }
             let key_idx = shared.workload.choose_key(&mut rng);
-            let key = key_name(key_idx);
+            let key = KeyName::new(key_idx);
+            let key = key.as_str();
             let known = shared
                 .sizes
                 .get(key_idx as usize)
                 .map_or(0, |s| s.load(Ordering::Relaxed));
             match shared.workload.choose_op(&mut rng) {
                 Op::Read => {
-                    c.queue_read(&key);
+                    c.queue_read(key);
                     batch.push(InFlight {
                         op: Op::Read,
                         key: key_idx,
@@ -279,10 +293,10 @@ async fn load_task(shared: Arc<Shared>, id: u64, deadline: Instant) -> Results {
                 }
                 Op::Write => {
                     let version = shared.version.fetch_add(1, Ordering::Relaxed);
-                    let len =
-                        workload::effective_len(&key, workload::choose_size(&mut rng), version);
-                    c.queue_write(&key, len, |out| {
-                        workload::write_value(out, &key, len, version);
+                    let wanted = shared.sizes_model.choose(&mut rng);
+                    let len = workload::effective_len(key, wanted, version);
+                    c.queue_write(key, len, |out| {
+                        workload::write_value(out, key, len, version);
                     });
                     batch.push(InFlight {
                         op: Op::Write,

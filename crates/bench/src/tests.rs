@@ -17,6 +17,8 @@ enum Fault {
     Corrupt,
     /// Answer every read with not-found.
     Forget,
+    /// Read requests and never answer.
+    Silent,
 }
 
 /// Serves `write k|v` and `read k` from a HashMap; returns its address.
@@ -38,6 +40,9 @@ async fn tiny_server(fault: Fault) -> String {
                         Ok(0) | Err(_) => return,
                         Ok(n) => n,
                     };
+                    if fault == Fault::Silent {
+                        continue;
+                    }
                     buf.extend_from_slice(&chunk[..n]);
                     let mut out = Vec::new();
                     while let Some(end) = buf.iter().position(|&b| b == b'\r') {
@@ -137,6 +142,33 @@ async fn lost_preloaded_keys_are_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_server_times_out_per_batch() {
+    let addr = tiny_server(Fault::Silent).await;
+    let started = std::time::Instant::now();
+    let r = run::run(config(
+        &addr,
+        &[
+            "--duration",
+            "300ms",
+            "--timeout",
+            "200ms",
+            "--pipeline",
+            "4",
+        ],
+    ))
+    .await;
+    assert!(r.errors > 0);
+    assert_eq!(r.read.count + r.write.count, 0);
+    assert!(
+        r.error_samples.iter().any(|e| e.contains("timed out")),
+        "{:?}",
+        r.error_samples
+    );
+    // One timeout per batch: the run ends soon after its duration.
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_server_is_an_error() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
@@ -144,4 +176,25 @@ async fn unreachable_server_is_an_error() {
     let r = run::run(config(&addr, &["--duration", "300ms"])).await;
     assert!(r.connect_errors > 0);
     assert!(r.errors >= r.connect_errors);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixed_value_size_is_what_is_written() {
+    let addr = tiny_server(Fault::None).await;
+    let r = run::run(config(&addr, &["--preload", "--value-size", "1000"])).await;
+    assert_eq!(r.errors, 0, "{:?}", r.error_samples);
+    assert!(r.write.count > 0 && r.read.count > 0);
+    assert_eq!(r.write.bytes, r.write.count * 1000);
+    assert_eq!(r.read.bytes, r.read.count * 1000);
+    assert_eq!(r.live_bytes, 300 * (1000 + 12));
+}
+
+/// The bench's default runtime: every connection on one thread.
+#[tokio::test(flavor = "current_thread")]
+async fn clean_run_on_one_thread() {
+    let addr = tiny_server(Fault::None).await;
+    let r = run::run(config(&addr, &["--preload", "--protocol", "text"])).await;
+    assert_eq!(r.errors, 0, "{:?}", r.error_samples);
+    assert!(r.read.count > 0 && r.write.count > 0);
+    assert_eq!(r.read.misses, 0);
 }

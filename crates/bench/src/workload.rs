@@ -2,10 +2,13 @@
 //! operation choice, value sizes in three bands, and self-checking values.
 //!
 //! A value of length `L` for key `K` written with version `V` is
-//! `K:L:V:` followed by filler bytes from a generator seeded by `K` and `V`.
-//! The filler alphabet is `A-Z a-z 0-9 - _`, so values never contain `\r`
-//! (or any other byte the text protocol treats specially). A value whose
-//! chosen size is shorter than its header is lengthened to the header.
+//! `K:L:V:` followed by filler bytes: a fixed pseudo-random pattern (see
+//! [`filler_pattern`]) read from an offset that `K` and `V` choose. Every
+//! byte of every value read is checked, by comparing slices with the
+//! pattern. The filler alphabet is `A-Z a-z 0-9 - _`, so values never
+//! contain `\r` (or any other byte the text protocol treats specially). A
+//! value whose chosen size is shorter than its header is lengthened to the
+//! header.
 
 use rand::Rng;
 
@@ -106,9 +109,83 @@ impl Workload {
     }
 }
 
-/// The name of key number `i`: `bench:000123`.
+/// The name of key number `i`: `bench:000123`, as a `String`.
+#[cfg(test)]
 pub fn key_name(i: u64) -> String {
-    format!("bench:{i:06}")
+    KeyName::new(i).as_str().to_owned()
+}
+
+/// The name of a key, formatted on the stack (no allocation per request).
+#[derive(Clone, Copy)]
+pub struct KeyName {
+    buf: [u8; KeyName::CAPACITY],
+    len: u8,
+}
+
+impl KeyName {
+    /// `bench:` plus the 20 digits of the largest `u64`.
+    const CAPACITY: usize = 26;
+
+    /// The name of key number `i`: `bench:` and at least six digits.
+    pub fn new(i: u64) -> Self {
+        let mut digits = [b'0'; 20];
+        let mut n = i;
+        let mut used = 0;
+        while n > 0 || used < 6 {
+            digits[19 - used] = b'0' + (n % 10) as u8;
+            n /= 10;
+            used += 1;
+        }
+        let mut buf = [0u8; Self::CAPACITY];
+        buf[..6].copy_from_slice(b"bench:");
+        buf[6..6 + used].copy_from_slice(&digits[20 - used..]);
+        KeyName {
+            buf,
+            len: (6 + used) as u8,
+        }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII is ever written into `buf`.
+        std::str::from_utf8(&self.buf[..usize::from(self.len)]).unwrap_or("bench:?")
+    }
+}
+
+/// How the size of each written value is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SizeModel {
+    /// The challenge's three bands (see [`choose_size`]).
+    Bands,
+    /// Every value asks for this many bytes (at least its header is sent).
+    Fixed(usize),
+}
+
+impl SizeModel {
+    /// `Fixed(n)` for a non-zero `n`, the challenge's bands for 0.
+    pub fn from_flag(value_size: usize) -> Self {
+        if value_size == 0 {
+            SizeModel::Bands
+        } else {
+            SizeModel::Fixed(value_size)
+        }
+    }
+
+    /// The size asked for a value written during the measured phase.
+    pub fn choose<R: Rng>(self, rng: &mut R) -> usize {
+        match self {
+            SizeModel::Bands => choose_size(rng),
+            SizeModel::Fixed(n) => n,
+        }
+    }
+
+    /// The size asked for key `i`'s preloaded value.
+    pub fn preload(self, seed: u64, i: u64) -> usize {
+        match self {
+            SizeModel::Bands => preload_size(seed, i),
+            SizeModel::Fixed(n) => n,
+        }
+    }
 }
 
 /// Picks a value size: 70% 1 B..1 KiB, 20% 1..10 KiB, 10% 10..100 KiB.
@@ -159,6 +236,11 @@ fn digits(mut n: u64) -> usize {
 
 const K1: u64 = 0x9E37_79B9_7F4A_7C15;
 
+/// Period of the filler stream, in bytes. A value's filler is the stream
+/// [`filler_pattern`] read from an offset chosen by its key and version, so
+/// two versions of a key (almost always) have different filler.
+pub const FILLER_PERIOD: usize = 128 * 1024;
+
 fn filler_seed(key: &str, version: u64) -> u64 {
     // FNV-1a of the key, mixed with the version.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -169,55 +251,87 @@ fn filler_seed(key: &str, version: u64) -> u64 {
     h ^ version.wrapping_mul(K1)
 }
 
-/// Deterministic filler generator (splitmix64, one alphabet byte per 6 bits).
-struct Filler {
-    state: u64,
-    word: u64,
-    left: u32,
+/// Where in the filler pattern the filler of `key` at `version` starts.
+fn filler_offset(key: &str, version: u64) -> usize {
+    // The top bits of a multiplicative hash are the well-mixed ones.
+    let h = filler_seed(key, version).wrapping_mul(K1);
+    (h >> 32) as usize % FILLER_PERIOD
 }
 
-impl Filler {
-    fn new(key: &str, version: u64) -> Self {
-        Filler {
-            state: filler_seed(key, version),
-            word: 0,
-            left: 0,
-        }
-    }
-
-    #[inline]
-    fn next_byte(&mut self) -> u8 {
-        if self.left == 0 {
-            self.state = self.state.wrapping_add(K1);
-            let mut z = self.state;
+/// The filler pattern: [`FILLER_PERIOD`] bytes of the filler alphabet from a
+/// fixed splitmix64 stream (one byte per 6 bits), computed once. Writing a
+/// value copies slices of it and checking one compares slices, so neither
+/// costs more than a `memcpy`/`memcmp` of the value.
+pub fn filler_pattern() -> &'static [u8] {
+    static PATTERN: std::sync::OnceLock<Box<[u8]>> = std::sync::OnceLock::new();
+    PATTERN.get_or_init(|| {
+        let mut state: u64 = 0x4553_4341_4245_4c4f; // "ESCABELO"
+        let mut out = Vec::with_capacity(FILLER_PERIOD);
+        while out.len() < FILLER_PERIOD {
+            state = state.wrapping_add(K1);
+            let mut z = state;
             z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
             z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            self.word = z ^ (z >> 31);
-            self.left = 10;
+            let mut word = z ^ (z >> 31);
+            for _ in 0..10 {
+                if out.len() == FILLER_PERIOD {
+                    break;
+                }
+                out.push(FILLER_ALPHABET[(word & 63) as usize]);
+                word >>= 6;
+            }
         }
-        let b = FILLER_ALPHABET[(self.word & 63) as usize];
-        self.word >>= 6;
-        self.left -= 1;
-        b
+        out.into_boxed_slice()
+    })
+}
+
+/// Calls `f` on consecutive slices of the filler stream starting at
+/// `offset`, `len` bytes in all; stops early if `f` returns `false`.
+fn filler_chunks(offset: usize, len: usize, mut f: impl FnMut(&[u8]) -> bool) {
+    let pattern = filler_pattern();
+    let mut pos = offset % FILLER_PERIOD;
+    let mut left = len;
+    while left > 0 {
+        let take = left.min(FILLER_PERIOD - pos);
+        if !f(&pattern[pos..pos + take]) {
+            return;
+        }
+        left -= take;
+        pos = 0;
     }
+}
+
+/// Appends the decimal digits of `n` (no allocation).
+pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 /// Appends the value for `key` at `version` to `out`; returns its length,
 /// which is `wanted` or, if that is shorter than the header, the header's.
 pub fn write_value(out: &mut Vec<u8>, key: &str, wanted: usize, version: u64) -> usize {
     let len = effective_len(key, wanted, version);
-    let start = out.len();
     out.reserve(len);
     out.extend_from_slice(key.as_bytes());
     out.push(b':');
-    out.extend_from_slice(len.to_string().as_bytes());
+    push_decimal(out, len as u64);
     out.push(b':');
-    out.extend_from_slice(version.to_string().as_bytes());
+    push_decimal(out, version);
     out.push(b':');
-    let mut f = Filler::new(key, version);
-    while out.len() - start < len {
-        out.push(f.next_byte());
-    }
+    let filler = len - header_len(key, len, version);
+    filler_chunks(filler_offset(key, version), filler, |chunk| {
+        out.extend_from_slice(chunk);
+        true
+    });
     len
 }
 
@@ -259,13 +373,24 @@ pub fn check_value(key: &str, value: &[u8]) -> Result<(), ValueError> {
     if pos != header_len(key, len, version) {
         return Err(ValueError::BadHeader);
     }
-    let mut f = Filler::new(key, version);
-    for (i, &b) in value[pos..].iter().enumerate() {
-        if b != f.next_byte() {
-            return Err(ValueError::Corrupt { offset: pos + i });
+    let body = &value[pos..];
+    let mut checked = 0;
+    let mut bad = None;
+    filler_chunks(filler_offset(key, version), body.len(), |want| {
+        let got = &body[checked..checked + want.len()];
+        if got != want {
+            // Only on failure: find the first differing byte.
+            let i = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(0);
+            bad = Some(pos + checked + i);
+            return false;
         }
+        checked += want.len();
+        true
+    });
+    match bad {
+        Some(offset) => Err(ValueError::Corrupt { offset }),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -322,6 +447,66 @@ mod tests {
         let other = make_value(&key, 5000, 4);
         swapped[..20].copy_from_slice(&other[..20]);
         assert!(check_value(&key, &swapped).is_err());
+    }
+
+    #[test]
+    fn filler_pattern_is_fixed_and_in_the_alphabet() {
+        let p = filler_pattern();
+        assert_eq!(p.len(), FILLER_PERIOD);
+        assert!(p.iter().all(|b| FILLER_ALPHABET.contains(b)));
+        // Every symbol appears: the pattern is not degenerate.
+        for c in FILLER_ALPHABET {
+            assert!(p.contains(c));
+        }
+        // The format is stable: an --assume-preloaded run relies on it.
+        assert_eq!(
+            &make_value("bench:000001", 30, 0)[..],
+            b"bench:000001:30:0:I_5EpZOKKlJ8"
+        );
+    }
+
+    #[test]
+    fn key_names() {
+        for i in [0u64, 1, 999_999, 1_000_000, 12_345_678, u64::MAX] {
+            assert_eq!(KeyName::new(i).as_str(), format!("bench:{i:06}"));
+        }
+        assert_eq!(key_name(42), "bench:000042");
+    }
+
+    #[test]
+    fn decimals() {
+        for n in [0u64, 7, 10, 99, 12345, u64::MAX] {
+            let mut out = b"x".to_vec();
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("x{n}").into_bytes());
+        }
+    }
+
+    #[test]
+    fn values_longer_than_the_pattern_are_checked_throughout() {
+        let key = key_name(77);
+        let len = 3 * FILLER_PERIOD + 123;
+        let good = make_value(&key, len, 9);
+        assert_eq!(good.len(), len);
+        assert_eq!(check_value(&key, &good), Ok(()));
+        for at in [40, FILLER_PERIOD + 5, 2 * FILLER_PERIOD, len - 1] {
+            let mut bad = good.clone();
+            bad[at] = if bad[at] == b'A' { b'B' } else { b'A' };
+            assert_eq!(
+                check_value(&key, &bad),
+                Err(ValueError::Corrupt { offset: at })
+            );
+        }
+    }
+
+    #[test]
+    fn versions_and_keys_get_different_filler() {
+        let key = key_name(3);
+        let a = make_value(&key, 2000, 10);
+        let b = make_value(&key, 2000, 11);
+        let c = make_value(&key_name(4), 2000, 10);
+        assert_ne!(a[30..], b[30..]);
+        assert_ne!(a[30..], c[30..]);
     }
 
     #[test]

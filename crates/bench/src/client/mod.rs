@@ -61,15 +61,18 @@ pub enum ClientError {
 
 /// A pipelined client connection: requests are appended to a send buffer,
 /// sent together with [`Conn::flush`], and replies read in order with
-/// [`Conn::next_reply`].
+/// [`Conn::next_reply`]. Only connecting has a timeout of its own; the
+/// caller bounds a whole batch (one timer per batch, not one per call).
 pub struct Conn {
     stream: TcpStream,
     protocol: Protocol,
-    io_timeout: Duration,
     wbuf: Vec<u8>,
     rbuf: Vec<u8>,
     start: usize,
     pending_consume: usize,
+    /// Bytes after `start` known to hold no complete reply's terminator
+    /// (text protocol), so that the next search starts after them.
+    scanned: usize,
 }
 
 impl Conn {
@@ -86,11 +89,11 @@ impl Conn {
         Ok(Conn {
             stream,
             protocol,
-            io_timeout,
             wbuf: Vec::with_capacity(64 * 1024),
             rbuf: Vec::with_capacity(256 * 1024),
             start: 0,
             pending_consume: 0,
+            scanned: 0,
         })
     }
 
@@ -113,10 +116,7 @@ impl Conn {
 
     /// Sends everything queued.
     pub async fn flush(&mut self) -> Result<(), ClientError> {
-        let t = self.io_timeout;
-        timeout(t, self.stream.write_all(&self.wbuf))
-            .await
-            .map_err(|_| ClientError::Timeout(t, "sending"))??;
+        self.stream.write_all(&self.wbuf).await?;
         self.wbuf.clear();
         Ok(())
     }
@@ -128,25 +128,28 @@ impl Conn {
         let decoded = loop {
             let avail = &self.rbuf[self.start..];
             let d = match self.protocol {
-                Protocol::Text => text::decode(avail)?,
+                Protocol::Text => text::decode(avail, self.scanned)?,
                 Protocol::Resp => resp::decode(avail)?,
             };
             if let Some(d) = d {
                 break d;
             }
-            if self.start > 0 {
+            self.scanned = avail.len();
+            if self.start == self.rbuf.len() {
+                // Everything was consumed: reuse the buffer from its start.
+                self.rbuf.clear();
+                self.start = 0;
+            } else if self.start > 0 {
                 self.rbuf.drain(..self.start);
                 self.start = 0;
             }
             self.rbuf.reserve(64 * 1024);
-            let t = self.io_timeout;
-            let n = timeout(t, self.stream.read_buf(&mut self.rbuf))
-                .await
-                .map_err(|_| ClientError::Timeout(t, "waiting for a reply"))??;
+            let n = self.stream.read_buf(&mut self.rbuf).await?;
             if n == 0 {
                 return Err(ClientError::Closed);
             }
         };
+        self.scanned = 0;
         self.pending_consume = decoded.consumed;
         let base = self.start;
         Ok((

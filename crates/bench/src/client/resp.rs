@@ -41,7 +41,7 @@ pub fn encode_delete(out: &mut Vec<u8>, key: &str) {
 }
 
 fn find_crlf(buf: &[u8]) -> Option<usize> {
-    buf.windows(2).position(|w| w == b"\r\n")
+    memchr::memmem::find(buf, b"\r\n")
 }
 
 fn parse_int(b: &[u8]) -> Result<i64, ProtoError> {

@@ -22,8 +22,14 @@ pub fn encode_write(out: &mut Vec<u8>, key: &str, value: impl FnOnce(&mut Vec<u8
 /// Decodes one reply from the start of `buf`, or `None` if its `\r` has not
 /// arrived. `success` is success, the bare word `error` is not-found,
 /// `error: <reason>` is a failure and anything else is a value.
-pub fn decode(buf: &[u8]) -> Result<Option<Decoded>, ProtoError> {
-    let Some(end) = buf.iter().position(|&b| b == b'\r') else {
+///
+/// `scanned` bytes at the start of `buf` are known to hold no `\r` (an
+/// earlier call on a shorter `buf` returned `None`), so the search for the
+/// terminator starts after them: a large value arriving in many reads is
+/// scanned once, not once per read.
+pub fn decode(buf: &[u8], scanned: usize) -> Result<Option<Decoded>, ProtoError> {
+    let from = scanned.min(buf.len());
+    let Some(end) = memchr::memchr(b'\r', &buf[from..]).map(|i| from + i) else {
         return Ok(None);
     };
     let line = &buf[..end];
@@ -58,7 +64,7 @@ mod tests {
     #[test]
     fn decodes() {
         let d = |b: &[u8]| {
-            decode(b)
+            decode(b, 0)
                 .ok()
                 .flatten()
                 .map(|d| (d.kind, d.body, d.consumed))
@@ -72,5 +78,19 @@ mod tests {
         assert_eq!(d(b"abc|d\r"), Some((ReplyKind::Value, 0..5, 6)));
         assert_eq!(d(b"\r"), Some((ReplyKind::Value, 0..0, 1)));
         assert_eq!(d(b"partial"), None);
+    }
+
+    #[test]
+    fn resumes_after_the_scanned_prefix() {
+        let mut buf = b"abc".to_vec();
+        assert_eq!(decode(&buf, 0), Ok(None));
+        buf.extend_from_slice(b"def\rgh");
+        let got = decode(&buf, 3)
+            .ok()
+            .flatten()
+            .map(|d| (d.kind, d.body, d.consumed));
+        assert_eq!(got, Some((ReplyKind::Value, 0..6, 7)));
+        // A hint past the end is harmless.
+        assert_eq!(decode(b"ab", 10), Ok(None));
     }
 }
