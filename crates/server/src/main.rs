@@ -3,16 +3,8 @@
 //! This file is startup and lifecycle only: parse the configuration, open
 //! the engine, serve until SIGTERM/SIGINT, then drain, sync and close.
 
-mod command;
-mod config;
-mod error;
-mod metrics;
-mod protocol;
-mod reply;
-mod server;
-mod txn;
-
 use config::Config;
+use escabelo::{config, metrics, server};
 use escabelo_engine::Db;
 use std::net::SocketAddr;
 use std::process::ExitCode;

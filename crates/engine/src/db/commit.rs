@@ -701,7 +701,11 @@ impl Committer {
             mem.insert(key.clone(), v.clone(), seq);
         }
         match &self.stage {
-            Some(stage) => stage.hand_over(Appended { seq, decided }),
+            Some(stage) => stage.hand_over(Appended {
+                seq,
+                decided,
+                logged: !self.buf.is_empty(),
+            }),
             None => publish(&self.shared, seq, decided),
         }
         let limit = self.shared.opts.memtable_size as u64;

@@ -46,6 +46,9 @@ pub(super) struct Appended {
     pub seq: u64,
     /// Its requests, to acknowledge.
     pub decided: Vec<Decided>,
+    /// It wrote to the log (a batch of deletes of absent keys writes
+    /// nothing, but is still published in order).
+    pub logged: bool,
 }
 
 #[derive(Default)]
@@ -119,13 +122,16 @@ impl SyncStage {
             // drains this stage first.
             let file = shared.wal_file.lock().clone();
             let r = match file {
+                _ if !batches.iter().any(|b| b.logged) => Ok(()),
                 Some(f) => shared
                     .metrics
                     .timed_fsync(|| f.sync_data())
                     .map_err(|e| Error::io("syncing the log", e)),
                 None => Err(Error::Closed),
             };
-            shared.counters.wal_syncs.fetch_add(1, Ordering::Relaxed);
+            if batches.iter().any(|b| b.logged) {
+                shared.counters.wal_syncs.fetch_add(1, Ordering::Relaxed);
+            }
             match r {
                 Ok(()) => {
                     for b in batches {
