@@ -12,7 +12,6 @@
 use bytes::Bytes;
 use lru::LruCache;
 use parking_lot::Mutex;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Number of independently locked shards.
@@ -30,7 +29,6 @@ struct Shard {
 pub struct ValueCache {
     shards: Vec<Mutex<Shard>>,
     shard_capacity: usize,
-    hasher: std::collections::hash_map::RandomState,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -57,16 +55,16 @@ impl ValueCache {
                 })
                 .collect(),
             shard_capacity: capacity / CACHE_SHARDS,
-            hasher: Default::default(),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
     }
 
     fn shard(&self, key: &[u8]) -> &Mutex<Shard> {
-        let mut h = self.hasher.build_hasher();
-        h.write(key);
-        &self.shards[(h.finish() as usize) % CACHE_SHARDS]
+        // Only spreads keys over shards (each shard's map hashes on its
+        // own): a fast, fixed hash is enough.
+        let h = xxhash_rust::xxh3::xxh3_64(key);
+        &self.shards[(h as usize) % CACHE_SHARDS]
     }
 
     /// The cached value of `key`.

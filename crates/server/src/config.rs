@@ -63,6 +63,14 @@ pub struct Config {
     #[arg(long, env = "ESCABELO_MAX_CONNECTIONS", default_value_t = 10000)]
     pub max_connections: usize,
 
+    /// Threads serving client connections (parsing, replies, reads, and in
+    /// `os` mode the log writes); 0, the default, means one per core.
+    /// Flushes, compactions, blob collection and the `sync` mode
+    /// fdatasyncs run on threads of their own. One thread measured no
+    /// better than two on a 2-core machine (docs/performance.md).
+    #[arg(long, env = "ESCABELO_IO_THREADS", default_value_t = 0)]
+    pub io_threads: usize,
+
     /// TCP port of the Prometheus endpoint (`GET /metrics`, plain HTTP), on
     /// the --bind address; 0 turns it off.
     #[arg(long, env = "ESCABELO_METRICS_PORT", default_value_t = 9187)]
@@ -130,6 +138,7 @@ const LEGACY_FLAGS: &[&str] = &[
     "max-connections",
     "log-level",
     "metrics-port",
+    "io-threads",
     "help",
     "version",
 ];

@@ -20,11 +20,11 @@ fn main() -> ExitCode {
     if let Some(tool) = cfg.command.clone() {
         return run_tool(&cfg, tool);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("escabelo")
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if cfg.io_threads > 0 {
+        builder.worker_threads(cfg.io_threads);
+    }
+    let runtime = match builder.enable_all().thread_name("escabelo").build() {
         Ok(rt) => rt,
         Err(e) => {
             error!(error = %e, "cannot start the async runtime");
