@@ -152,10 +152,13 @@ fn read_list(client: &mut Client, n: usize) -> Result<Vec<u8>, String> {
     let mut seen = 0;
     let mut buf = [0u8; 65536];
     while seen < n {
-        let k = client
-            .stream
-            .read(&mut buf)
-            .map_err(|e| format!("read: {e}"))?;
+        let k = client.stream.read(&mut buf).map_err(|e| {
+            format!(
+                "read: {e} after {seen} of {n} values ({} bytes; last bytes: {})",
+                out.len(),
+                lossy(&out[out.len().saturating_sub(60)..])
+            )
+        })?;
         if k == 0 {
             return Err("server closed the connection".into());
         }
