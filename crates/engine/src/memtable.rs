@@ -10,7 +10,12 @@
 //!
 //! Every entry carries the write sequence number of the batch that wrote it
 //! (see `Shared::seq`). A key maps to a chain of its versions, newest first;
-//! an insert prepends to the chain. A reader with a snapshot sequence number
+//! an insert prepends to the chain by swapping the chain's head in place.
+//! A key's skiplist node is created once and never replaced: the
+//! skiplist's replacing insert unlinks the old node before it links the new
+//! one, and a reader in between would find the key absent and read an older
+//! version from the tables (the bug `an_overwritten_key_never_looks_absent`
+//! hunts). A reader with a snapshot sequence number
 //! `S` sees, for each key, the newest version with `seq <= S`, and does not
 //! see the key at all if every version is newer. Versions of one batch share
 //! its sequence number, which is published only after the whole batch is in
@@ -22,6 +27,7 @@
 //! A flush writes only the newest version of each key.
 
 use crate::types::Value;
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use crossbeam_skiplist::SkipMap;
 use parking_lot::Mutex;
@@ -58,10 +64,26 @@ impl Version {
     }
 }
 
+impl Drop for Version {
+    /// Drops the older versions one by one: the default recursive drop of a
+    /// key overwritten a million times in one memtable overflows the stack.
+    fn drop(&mut self) {
+        let mut next = self.older.take();
+        while let Some(v) = next {
+            match Arc::try_unwrap(v) {
+                Ok(mut v) => next = v.older.take(),
+                // Still shared (a reader holds it): its last owner drops it.
+                Err(_) => break,
+            }
+        }
+    }
+}
+
 /// An ordered in-memory table of recent versions.
 #[derive(Debug)]
 pub struct Memtable {
-    map: SkipMap<Bytes, Arc<Version>>,
+    /// Each key's chain of versions; the head is swapped, the node kept.
+    map: SkipMap<Bytes, ArcSwap<Version>>,
     size: AtomicU64,
     log_number: u64,
     /// Bytes of blob records that entries replaced in this memtable pointed
@@ -104,26 +126,44 @@ impl Memtable {
     /// `seq`; must only be called by one thread at a time, with
     /// non-decreasing `seq`.
     pub fn insert(&self, key: Bytes, value: Value, seq: u64) {
-        let older = self.map.get(&key).map(|e| e.value().clone());
-        let add = match &older {
-            Some(old) => {
+        let add = match self.map.get(&key) {
+            Some(e) => {
+                let head = e.value();
+                let old = head.load_full();
                 if let Value::Blob(r) = &old.value {
                     *self.blob_garbage.lock().entry(r.file).or_insert(0) += u64::from(r.len);
                 }
                 debug_assert!(old.seq <= seq, "memtable versions out of order");
-                value.encoded_len() + VERSION_OVERHEAD
+                let add = value.encoded_len() + VERSION_OVERHEAD;
+                head.store(Arc::new(Version {
+                    seq,
+                    value,
+                    older: Some(old),
+                }));
+                add
             }
-            None => key.len() + value.encoded_len() + ENTRY_OVERHEAD,
+            None => {
+                let add = key.len() + value.encoded_len() + ENTRY_OVERHEAD;
+                // Only the commit thread inserts: the key is still absent.
+                self.map.insert(
+                    key,
+                    ArcSwap::from_pointee(Version {
+                        seq,
+                        value,
+                        older: None,
+                    }),
+                );
+                add
+            }
         };
-        self.map
-            .insert(key, Arc::new(Version { seq, value, older }));
         self.size.fetch_add(add as u64, Ordering::Relaxed);
     }
 
     /// The newest entry for `key` (a tombstone included) visible at `snap`.
     pub fn get(&self, key: &[u8], snap: u64) -> Option<Value> {
         let e = self.map.get(key)?;
-        e.value().visible(snap).map(|v| v.value.clone())
+        let head = e.value().load();
+        head.visible(snap).map(|v| v.value.clone())
     }
 
     /// Entries visible at `snap` with keys from `start` on, in order: up to
@@ -146,7 +186,7 @@ impl Memtable {
                 return (out, last);
             }
             examined += 1;
-            if let Some(v) = e.value().visible(snap) {
+            if let Some(v) = e.value().load().visible(snap) {
                 out.push((e.key().clone(), v.value.clone()));
             }
             last = Some(e.key().clone());
@@ -159,7 +199,7 @@ impl Memtable {
     pub fn iter(&self) -> impl Iterator<Item = (Bytes, Value)> + '_ {
         self.map
             .iter()
-            .map(|e| (e.key().clone(), e.value().value.clone()))
+            .map(|e| (e.key().clone(), e.value().load().value.clone()))
     }
 
     /// Blob garbage recorded by replacements inside this memtable.
@@ -244,5 +284,79 @@ mod tests {
         let (second, more) = m.entries_from(Bound::Excluded(b"b"), 2, 11);
         assert!(second.is_empty());
         assert_eq!(more, None);
+    }
+
+    /// Regression: the memtable replaced a key's skiplist node on every
+    /// overwrite, and crossbeam's replace unlinks the old node before it
+    /// links the new one, so a reader racing an overwrite found the key
+    /// absent and fell through to the tables: an older value, a key missing
+    /// from a scan, or a pointer into a blob file already collected.
+    #[test]
+    fn an_overwritten_key_never_looks_absent() {
+        use std::sync::atomic::AtomicBool;
+        let m = Arc::new(Memtable::new(1));
+        let keys: Vec<Bytes> = (0..8).map(|i| Bytes::from(format!("k{i}"))).collect();
+        for k in &keys {
+            m.insert(k.clone(), Value::Inline(Bytes::from_static(b"0")), 1);
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let readers: Vec<_> = (0..2)
+            .map(|r| {
+                let (m, stop, keys) = (m.clone(), stop.clone(), keys.clone());
+                std::thread::spawn(move || -> std::result::Result<u64, String> {
+                    let mut checks = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        if r == 0 {
+                            for k in &keys {
+                                if m.get(k, SEQ_LATEST).is_none() {
+                                    return Err(format!("get missed {k:?}"));
+                                }
+                            }
+                        } else {
+                            let (all, _) = m.entries_from(Bound::Unbounded, 100, SEQ_LATEST);
+                            if all.len() != keys.len() {
+                                return Err(format!(
+                                    "a scan saw {} of {} keys",
+                                    all.len(),
+                                    keys.len()
+                                ));
+                            }
+                        }
+                        checks += 1;
+                    }
+                    Ok(checks)
+                })
+            })
+            .collect();
+        let start = std::time::Instant::now();
+        let mut seq = 2;
+        // Bounded in time and in versions kept (every one stays until a
+        // flush).
+        while seq < 100_000 && start.elapsed() < std::time::Duration::from_secs(2) {
+            for k in &keys {
+                m.insert(k.clone(), Value::Inline(Bytes::from_static(b"1")), seq);
+            }
+            seq += 1;
+        }
+        stop.store(true, Ordering::Relaxed);
+        for r in readers {
+            let checks = r.join().unwrap_or_else(|_| Err("reader panicked".into()));
+            match checks {
+                Ok(n) => assert!(n > 0, "a reader never ran"),
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    /// Regression: a key overwritten very often in one memtable made a
+    /// version chain whose recursive drop overflowed the stack.
+    #[test]
+    fn a_long_version_chain_drops_without_recursion() {
+        let m = Memtable::new(1);
+        for seq in 1..=1_000_000 {
+            m.insert(Bytes::from_static(b"hot"), Value::Tombstone, seq);
+        }
+        assert_eq!(m.get(b"hot", 1), Some(Value::Tombstone));
+        drop(m);
     }
 }

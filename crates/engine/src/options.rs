@@ -64,8 +64,8 @@ pub struct Options {
     /// Bytes of hot values kept decoded in memory.
     pub cache_size: usize,
     /// Bytes of table data blocks kept in memory for point lookups (reads,
-    /// and the flush's and blob collection's lookups); 0, the default,
-    /// disables it.
+    /// and the flush's and blob collection's lookups); 0 disables it.
+    /// Default 32 MiB.
     pub block_cache_size: usize,
     /// Period of the background compaction check (on top of the size
     /// triggers).
@@ -115,9 +115,7 @@ impl Options {
             max_immutable_memtables: 2,
             value_len_max: VALUE_LEN_MAX_DEFAULT,
             cache_size: 64 * 1024 * 1024,
-            // Off by default until the scan failure seen with it on is
-            // understood (docs/performance.md, "Open problem").
-            block_cache_size: 0,
+            block_cache_size: 32 * 1024 * 1024,
             compaction_interval: Duration::from_secs(300),
             blob_threshold: Some(1024),
             blob_file_size: 64 * 1024 * 1024,

@@ -9,6 +9,10 @@
 //! - `scans_hold_a_snapshot_while_blob_gc_runs`: writers overwrite values
 //!   on both sides of the blob threshold while scanners and readers run;
 //!   no scan or read may fail or return a value that was never written.
+//! - `reads_never_go_back_in_time`: writers overwrite a few hot keys with
+//!   rising counters while readers read and scan them; no reader may find a
+//!   key absent or a counter lower than one it saw before (a memtable that
+//!   briefly hid an overwritten key did both).
 //! - `sync_covers_every_segment_frozen_since_the_last_sync`: `Db::sync`
 //!   makes durable every log segment frozen since the last sync, not only
 //!   the current one.
@@ -407,6 +411,99 @@ fn scan_while_gc_moves_pointers_into_the_memtable() {
         let v = db.get(k.as_bytes()).unwrap().unwrap();
         assert_eq!(v, big(&k, if i < 50 { 2 } else { 1 }));
     }
+}
+
+#[test]
+fn reads_never_go_back_in_time() {
+    let fs = MemFs::new();
+    let db = Db::open(busy_options(&fs, Durability::Os)).unwrap();
+    let keys: Vec<String> = (0..16).map(|i| format!("hot:{i:02}")).collect();
+    // Values of both kinds: a counter, padded past the blob threshold for
+    // odd keys.
+    let encode = |i: usize, n: u64| {
+        let mut v = format!("{n:020}").into_bytes();
+        if i % 2 == 1 {
+            v.resize(BLOB_THRESHOLD + 100, b'.');
+        }
+        v
+    };
+    let decode = |v: &[u8]| -> u64 {
+        std::str::from_utf8(&v[..20.min(v.len())])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(u64::MAX)
+    };
+    for (i, k) in keys.iter().enumerate() {
+        db.put(k.as_bytes(), &encode(i, 0)).unwrap();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let secs = race_secs(3);
+    with_timeout(secs + 60, "hot-key readers", move || {
+        let writer = {
+            let (db, stop, keys) = (db.clone(), stop.clone(), keys.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    for (i, k) in keys.iter().enumerate() {
+                        db.put(k.as_bytes(), &encode(i, n)).unwrap();
+                    }
+                }
+                n
+            })
+        };
+        let readers: Vec<_> = (0..3)
+            .map(|r| {
+                let (db, stop, keys) = (db.clone(), stop.clone(), keys.clone());
+                std::thread::spawn(move || -> Result<u64, String> {
+                    let mut seen = vec![0u64; keys.len()];
+                    let mut rounds = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let got: Vec<Option<u64>> = if r == 0 {
+                            let mut all = vec![None; keys.len()];
+                            for kv in db.scan_prefix(b"hot:").unwrap() {
+                                let (k, v) = kv.map_err(|e| format!("scan failed: {e}"))?;
+                                if let Some(i) = keys.iter().position(|x| x.as_bytes() == &k[..]) {
+                                    all[i] = Some(decode(&v));
+                                }
+                            }
+                            all
+                        } else {
+                            keys.iter()
+                                .map(|k| {
+                                    db.get(k.as_bytes())
+                                        .map(|v| v.map(|v| decode(&v)))
+                                        .map_err(|e| format!("read failed: {e}"))
+                                })
+                                .collect::<Result<_, _>>()?
+                        };
+                        for (i, g) in got.into_iter().enumerate() {
+                            match g {
+                                None => return Err(format!("{} looked absent", keys[i])),
+                                Some(n) if n < seen[i] => {
+                                    return Err(format!(
+                                        "{} went back from {} to {n}",
+                                        keys[i], seen[i]
+                                    ))
+                                }
+                                Some(n) => seen[i] = n,
+                            }
+                        }
+                        rounds += 1;
+                    }
+                    Ok(rounds)
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs(secs));
+        stop.store(true, Ordering::Relaxed);
+        let written = writer.join().unwrap();
+        assert!(written > 0);
+        for r in readers {
+            let rounds = r.join().unwrap().unwrap_or_else(|e| panic!("{e}"));
+            assert!(rounds > 0, "a reader never finished a round");
+        }
+    });
 }
 
 #[test]

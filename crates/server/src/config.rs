@@ -58,6 +58,12 @@ pub struct Config {
     #[arg(long, env = "ESCABELO_CACHE_SIZE", default_value = "64MiB", value_parser = parse_size)]
     pub cache_size: u64,
 
+    /// Bytes of table blocks kept in memory for point lookups (reads that
+    /// miss the value cache, and the flush's and blob collection's
+    /// lookups); 0 turns the block cache off.
+    #[arg(long, env = "ESCABELO_BLOCK_CACHE_SIZE", default_value = "32MiB", value_parser = parse_size)]
+    pub block_cache_size: u64,
+
     /// Most clients connected at once; extra clients get
     /// "error: too many connections" and are disconnected.
     #[arg(long, env = "ESCABELO_MAX_CONNECTIONS", default_value_t = 10000)]
@@ -192,6 +198,7 @@ impl Config {
         }
         o.value_len_max = self.max_value_len()?;
         o.cache_size = to_usize(self.cache_size, "--cache-size")?;
+        o.block_cache_size = to_usize(self.block_cache_size, "--block-cache-size")?;
         Ok(o)
     }
 

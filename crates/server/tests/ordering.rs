@@ -154,9 +154,10 @@ fn read_list(client: &mut Client, n: usize) -> Result<Vec<u8>, String> {
     while seen < n {
         let k = client.stream.read(&mut buf).map_err(|e| {
             format!(
-                "read: {e} after {seen} of {n} values ({} bytes; last bytes: {})",
+                "read: {e} after {seen} of {n} values ({} bytes; last bytes: {}; {})",
                 out.len(),
-                lossy(&out[out.len().saturating_sub(60)..])
+                lossy(&out[out.len().saturating_sub(60)..]),
+                which_arrived(&out)
             )
         })?;
         if k == 0 {
@@ -164,11 +165,63 @@ fn read_list(client: &mut Client, n: usize) -> Result<Vec<u8>, String> {
         }
         seen += buf[..k].iter().filter(|&&b| b == b'\r').count();
         out.extend_from_slice(&buf[..k]);
-        if out.starts_with(b"error") && out.contains(&b'\r') {
-            return Err(format!("error reply: {}", lossy(&out[..out.len().min(80)])));
+        // An error ends a list at any point (values here never start
+        // with "error").
+        let error_at = if out.starts_with(b"error") {
+            Some(0)
+        } else {
+            out.windows(6).position(|w| w == b"\rerror").map(|i| i + 1)
+        };
+        if let Some(at) = error_at {
+            if out[at..].contains(&b'\r') {
+                return Err(format!(
+                    "error reply after {} values: {}; {}",
+                    out[..at].iter().filter(|&&b| b == b'\r').count(),
+                    lossy(&out[at..out.len().min(at + 160)]),
+                    which_arrived(&out[..at])
+                ));
+            }
         }
     }
     Ok(out)
+}
+
+/// Names the keys whose values (`<key>#<id>#...`) a partial scan reply
+/// holds, as ranges, so a missing key and a stalled reply can be told apart.
+fn which_arrived(out: &[u8]) -> String {
+    let mut ranges: Vec<(String, String)> = Vec::new();
+    for item in out.split(|&b| b == b'\r') {
+        let Some(end) = item.iter().position(|&b| b == b'#') else {
+            continue;
+        };
+        let name = lossy(&item[..end]);
+        match ranges.last_mut() {
+            Some((_, last)) if next_name(last) == name => *last = name,
+            _ => ranges.push((name.clone(), name)),
+        }
+    }
+    let parts: Vec<String> = ranges
+        .iter()
+        .map(|(a, b)| {
+            if a == b {
+                a.clone()
+            } else {
+                format!("{a}..{b}")
+            }
+        })
+        .collect();
+    format!("keys that arrived: {}", parts.join(", "))
+}
+
+/// `scan:007` -> `scan:008`.
+fn next_name(name: &str) -> String {
+    match name
+        .rsplit_once(':')
+        .and_then(|(p, n)| Some((p, n.parse::<usize>().ok()?)))
+    {
+        Some((p, n)) => format!("{p}:{:03}", n + 1),
+        None => String::new(),
+    }
 }
 
 #[test]
