@@ -222,6 +222,50 @@ impl CommitHandle {
         self.push(Request::Write(op, done));
     }
 
+    /// Queues several writes together (one queue lock). With `lead`, they
+    /// are committed at once (by this thread in `os` mode); without it, in
+    /// `os` mode, they wait for [`CommitHandle::commit_queued`] (or for the
+    /// commit thread's next look, at most `IDLE_POLL` later).
+    pub fn submit_many(&self, writes: Vec<(WriteOp, WriteCallback)>, lead: bool) {
+        if writes.is_empty() {
+            return;
+        }
+        {
+            let mut q = self.p.queue.lock();
+            if q.stopped {
+                drop(q);
+                for (_, done) in writes {
+                    done(Err(Error::Closed));
+                }
+                return;
+            }
+            q.requests.extend(
+                writes
+                    .into_iter()
+                    .map(|(op, done)| Request::Write(op, done)),
+            );
+        }
+        if !self.p.inline {
+            self.p.wake.notify_one();
+        } else if lead {
+            self.p.lead();
+        }
+    }
+
+    /// Commits what is queued, on this thread in `os` mode (unless another
+    /// thread is committing: it takes them). A no-op in `sync` mode, where
+    /// the commit thread takes every request as it comes.
+    pub fn commit_queued(&self) {
+        if self.p.inline {
+            self.p.lead();
+        }
+    }
+
+    /// True if submitting threads commit themselves (`os` mode).
+    pub fn commits_inline(&self) -> bool {
+        self.p.inline
+    }
+
     /// Submits a transaction, ordered with writes.
     pub fn submit_txn(&self, t: Txn, done: TxnCallback) {
         self.push(Request::Txn(t, done));

@@ -550,6 +550,56 @@ impl Db {
         self.inner.commit.submit(op, done);
     }
 
+    /// Submits several writes at once, in order: as if by [`Db::submit`]
+    /// for each, but they enter the commit queue together, so a pipeline
+    /// of writes from one connection shares one log write.
+    pub fn submit_many(&self, writes: Vec<(WriteOp, WriteCallback)>) {
+        self.queue_many(writes, true);
+    }
+
+    /// Like [`Db::submit_many`], but in `os` mode the writes only join the
+    /// commit queue: the caller commits them with [`Db::commit_queued`]
+    /// once other threads have had a chance to queue theirs, so that
+    /// writes of many connections share one log write (the commit thread
+    /// takes them anyway within a few milliseconds). In `sync` mode this
+    /// is `submit_many`.
+    pub fn submit_many_deferred(&self, writes: Vec<(WriteOp, WriteCallback)>) {
+        self.queue_many(writes, false);
+    }
+
+    /// Commits the writes queued by [`Db::submit_many_deferred`] (and any
+    /// others waiting) on the calling thread, unless another thread is
+    /// committing them already.
+    pub fn commit_queued(&self) {
+        self.inner.commit.commit_queued();
+    }
+
+    /// True if writes are committed by the submitting threads (`os` mode);
+    /// false if the commit thread does it (`sync` mode).
+    pub fn commits_inline(&self) -> bool {
+        self.inner.commit.commits_inline()
+    }
+
+    fn queue_many(&self, writes: Vec<(WriteOp, WriteCallback)>, lead: bool) {
+        let writable = self.inner.shared.check_writable();
+        let mut ok = Vec::with_capacity(writes.len());
+        for (op, done) in writes {
+            let (key, value) = match &op {
+                WriteOp::Put { key, value } => (key, Some(value.as_ref())),
+                WriteOp::Delete { key } => (key, None),
+            };
+            let checked = match &writable {
+                Ok(()) => self.validate(key, value),
+                Err(e) => Err(commit::dup_error(e)),
+            };
+            match checked {
+                Ok(()) => ok.push((op, done)),
+                Err(e) => done(Err(e)),
+            }
+        }
+        self.inner.commit.submit_many(ok, lead);
+    }
+
     /// Submits a transaction (see [`Txn`]); `done` runs (on the commit
     /// thread) once it is acknowledged or has failed. Ordered with
     /// [`Db::submit`]: one thread's writes and transactions apply in

@@ -195,6 +195,11 @@ struct Conn {
     queued_bytes: usize,
     /// Entries of the queue that read the database ([`Kind::reads`]).
     reads_pending: usize,
+    /// Writes planned but not yet handed to the engine: submitted together
+    /// (one log write for a pipeline) before anything waits for them.
+    batch: Vec<(WriteOp, escabelo_engine::WriteCallback)>,
+    /// Writes were queued without being committed: commit after a yield.
+    commit_pending: bool,
     /// When a first line ending in `\r` stops waiting for a `\n`.
     detect_deadline: Option<Instant>,
     /// The wait above is over.
@@ -232,6 +237,8 @@ pub async fn serve(mut stream: TcpStream, ctx: Context) {
         queue: VecDeque::new(),
         queued_bytes: 0,
         reads_pending: 0,
+        batch: Vec::new(),
+        commit_pending: false,
         detect_deadline: None,
         detect_expired: false,
         closing: false,
@@ -245,6 +252,14 @@ pub async fn serve(mut stream: TcpStream, ctx: Context) {
         conn.resolve_front();
         let stalled = conn.parse_available();
         conn.resolve_front();
+        // Writes queued but not committed (see `Conn::submit_batch`): let
+        // the other ready connections queue theirs, then commit them all.
+        while conn.commit_pending {
+            conn.commit_pending = false;
+            tokio::task::yield_now().await;
+            conn.ctx.db.commit_queued();
+            conn.resolve_front();
+        }
         let idle = !stalled && conn.queue.is_empty() && conn.out.is_empty();
         if (conn.eof || stopping || conn.closing) && idle {
             break;
@@ -382,8 +397,35 @@ impl Conn {
     }
 
     /// Parses requests from the input buffer until more bytes are needed
-    /// (returns `false`) or the reply bounds are reached (returns `true`).
+    /// (returns `false`) or the reply bounds are reached (returns `true`),
+    /// then submits the writes among them together.
     fn parse_available(&mut self) -> bool {
+        let stalled = self.parse_requests();
+        self.submit_batch();
+        stalled
+    }
+
+    /// Hands the batched writes to the engine, in order. When other
+    /// clients are connected and this thread would commit them itself
+    /// (`os` mode), they are only queued: the loop yields once so that the
+    /// connections ready on this thread queue theirs too, then commits
+    /// them all with one log write ([`Conn::commit_pending`]), as Redis
+    /// writes its log once per event-loop pass.
+    fn submit_batch(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let db = &self.ctx.db;
+        if db.commits_inline() && self.ctx.counters.connections.load(Ordering::Relaxed) > 1 {
+            db.submit_many_deferred(batch);
+            self.commit_pending = true;
+        } else {
+            db.submit_many(batch);
+        }
+    }
+
+    fn parse_requests(&mut self) -> bool {
         if self.closing || !self.decide() {
             return false;
         }
@@ -453,38 +495,14 @@ impl Conn {
                 self.enqueue(Kind::Ready(b.freeze()), 0, wire);
                 return;
             }
-            Plan::Write { op, finish } => {
-                let (tx, rx) = metrics::write_channel();
-                self.ctx.db.submit(
-                    op,
-                    Box::new(move |r| {
-                        // The connection may be gone; the write stands anyway.
-                        let _ = tx.send(r);
-                    }),
-                );
-                Kind::Write { rx, finish }
-            }
+            Plan::Write { op, finish } => self.submit_write(op, finish),
             Plan::Txn {
                 txn,
                 size: tsize,
                 finish,
             } => {
-                let (tx, rx) = metrics::write_channel();
-                crate::txn::submit_txn(
-                    &self.ctx.db,
-                    txn,
-                    Box::new(move |r| {
-                        let _ = tx.send(r);
-                    }),
-                );
-                self.enqueue(
-                    Kind::Txn {
-                        rx,
-                        finish: Some(finish),
-                    },
-                    size.max(tsize),
-                    wire,
-                );
+                let kind = self.submit_txn(txn, finish);
+                self.enqueue(kind, size.max(tsize), wire);
                 return;
             }
             Plan::Read { key, finish } => {
@@ -517,19 +535,22 @@ impl Conn {
         self.enqueue(kind, size, wire);
     }
 
-    fn submit_write(&self, op: WriteOp, finish: WriteFinish) -> Kind {
+    /// Adds a write to the batch (see [`Conn::submit_batch`]).
+    fn submit_write(&mut self, op: WriteOp, finish: WriteFinish) -> Kind {
         let (tx, rx) = metrics::write_channel();
-        self.ctx.db.submit(
+        self.batch.push((
             op,
             Box::new(move |r| {
                 // The connection may be gone; the write stands anyway.
                 let _ = tx.send(r);
             }),
-        );
+        ));
         Kind::Write { rx, finish }
     }
 
-    fn submit_txn(&self, txn: crate::txn::Txn, finish: TxnFinish) -> Kind {
+    /// Submits a transaction, after the writes batched before it.
+    fn submit_txn(&mut self, txn: crate::txn::Txn, finish: TxnFinish) -> Kind {
+        self.submit_batch();
         let (tx, rx) = metrics::write_channel();
         crate::txn::submit_txn(
             &self.ctx.db,
@@ -547,6 +568,11 @@ impl Conn {
     /// Submits the deferred writes at the front of the queue, up to the
     /// next entry that reads.
     fn submit_deferred(&mut self) {
+        self.defer_to_batch();
+        self.submit_batch();
+    }
+
+    fn defer_to_batch(&mut self) {
         for i in 0..self.queue.len() {
             if self.queue[i].kind.reads() {
                 return;
