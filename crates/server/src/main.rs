@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 use tracing::{error, info, warn};
 
-/// mimalloc instead of the system allocator: with glibc's, `malloc` and
+/// jemalloc instead of the system allocator: with glibc's, `malloc` and
 /// `free` took 19% of the server's CPU under pipelined writes
 /// (docs/performance.md).
 #[global_allocator]

@@ -193,6 +193,16 @@ impl Pipeline {
     }
 }
 
+/// What a submitter does once its requests are queued.
+enum Then {
+    /// Commit them on this thread (`os` mode), with what else is queued.
+    Lead,
+    /// Wake the commit thread.
+    Wake,
+    /// Nothing yet: the submitter calls `commit_queued` soon.
+    Defer,
+}
+
 /// The sending side of the commit queue.
 #[derive(Clone)]
 pub(crate) struct CommitHandle {
@@ -201,20 +211,34 @@ pub(crate) struct CommitHandle {
 
 impl CommitHandle {
     fn push(&self, r: Request) {
-        let lead = self.p.inline && !matches!(r, Request::Control(..));
+        let then = if self.p.inline && !matches!(r, Request::Control(..)) {
+            Then::Lead
+        } else {
+            Then::Wake
+        };
+        self.push_all(std::iter::once(r), then);
+    }
+
+    /// Queues `requests` in order under one queue lock, then does `then`.
+    fn push_all(&self, requests: impl IntoIterator<Item = Request>, then: Then) {
+        let requests = requests.into_iter();
         {
             let mut q = self.p.queue.lock();
             if q.stopped {
                 drop(q);
-                fail_request(r, &Error::Closed);
+                for r in requests {
+                    fail_request(r, &Error::Closed);
+                }
                 return;
             }
-            q.requests.push_back(r);
+            q.requests.extend(requests);
         }
-        if lead {
-            self.p.lead();
-        } else {
-            self.p.wake.notify_one();
+        match then {
+            Then::Lead => self.p.lead(),
+            Then::Wake => {
+                self.p.wake.notify_one();
+            }
+            Then::Defer => {}
         }
     }
 
@@ -227,29 +251,15 @@ impl CommitHandle {
     /// `os` mode, they wait for [`CommitHandle::commit_queued`] (or for the
     /// commit thread's next look, at most `IDLE_POLL` later).
     pub fn submit_many(&self, writes: Vec<(WriteOp, WriteCallback)>, lead: bool) {
-        if writes.is_empty() {
-            return;
-        }
-        {
-            let mut q = self.p.queue.lock();
-            if q.stopped {
-                drop(q);
-                for (_, done) in writes {
-                    done(Err(Error::Closed));
-                }
-                return;
-            }
-            q.requests.extend(
-                writes
-                    .into_iter()
-                    .map(|(op, done)| Request::Write(op, done)),
-            );
-        }
-        if !self.p.inline {
-            self.p.wake.notify_one();
-        } else if lead {
-            self.p.lead();
-        }
+        let then = match (self.p.inline, lead) {
+            (false, _) => Then::Wake,
+            (true, true) => Then::Lead,
+            (true, false) => Then::Defer,
+        };
+        let requests = writes
+            .into_iter()
+            .map(|(op, done)| Request::Write(op, done));
+        self.push_all(requests, then);
     }
 
     /// Commits what is queued, on this thread in `os` mode (unless another

@@ -532,16 +532,20 @@ impl Db {
         Ok(())
     }
 
+    /// Checks the key and value of a write against the limits.
+    fn validate_op(&self, op: &WriteOp) -> Result<()> {
+        match op {
+            WriteOp::Put { key, value } => self.validate(key, Some(value)),
+            WriteOp::Delete { key } => self.validate(key, None),
+        }
+    }
+
     /// Submits a write; `done` runs (on the commit thread) once it is
     /// acknowledged or has failed. Writes submitted by one thread are
     /// applied in submission order.
     pub fn submit(&self, op: WriteOp, done: WriteCallback) {
-        let (key, value) = match &op {
-            WriteOp::Put { key, value } => (key, Some(value.as_ref())),
-            WriteOp::Delete { key } => (key, None),
-        };
         if let Err(e) = self
-            .validate(key, value)
+            .validate_op(&op)
             .and_then(|_| self.inner.shared.check_writable())
         {
             done(Err(e));
@@ -584,12 +588,8 @@ impl Db {
         let writable = self.inner.shared.check_writable();
         let mut ok = Vec::with_capacity(writes.len());
         for (op, done) in writes {
-            let (key, value) = match &op {
-                WriteOp::Put { key, value } => (key, Some(value.as_ref())),
-                WriteOp::Delete { key } => (key, None),
-            };
             let checked = match &writable {
-                Ok(()) => self.validate(key, value),
+                Ok(()) => self.validate_op(&op),
                 Err(e) => Err(commit::dup_error(e)),
             };
             match checked {
