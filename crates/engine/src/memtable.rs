@@ -238,11 +238,13 @@ impl Memtable {
         (out, None)
     }
 
-    /// The newest version of every key, in key order (for flush).
-    pub fn iter(&self) -> impl Iterator<Item = (Bytes, Value)> + '_ {
-        self.map
-            .iter()
-            .map(|e| (e.key().clone(), e.value().newest().value.clone()))
+    /// The newest version of every key with its sequence number, in key
+    /// order (for flush).
+    pub fn iter(&self) -> impl Iterator<Item = (Bytes, Value, u64)> + '_ {
+        self.map.iter().map(|e| {
+            let v = e.value().newest();
+            (e.key().clone(), v.value.clone(), v.seq)
+        })
     }
 
     /// Blob garbage recorded by replacements inside this memtable.
@@ -283,6 +285,7 @@ mod tests {
         let newest: Vec<_> = m.iter().collect();
         assert_eq!(newest.len(), 2);
         assert_eq!(newest[1].1, Value::Inline(Bytes::from_static(b"22")));
+        assert_eq!((newest[0].2, newest[1].2), (3, 2));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use crate::db::{gc, Shared};
 use crate::error::{Error, IoContext, Result};
 use crate::iter::{LevelSource, MergeIter, Source, TableSource};
 use crate::manifest::{TableEntry, VersionEdit};
-use crate::table::{Table, TableBuilder};
+use crate::table::{SeqRange, Table, TableBuilder};
 use crate::types::Value;
 use crate::version::table_name;
 use bytes::Bytes;
@@ -209,6 +209,13 @@ fn merge_into(
     edit: &mut VersionEdit,
 ) -> Result<()> {
     let target = shared.opts.table_file_size;
+    let seqs = c
+        .inputs
+        .iter()
+        .chain(&c.overlapping)
+        .map(|t| t.table.seqs())
+        .reduce(SeqRange::hull)
+        .unwrap_or_default();
     for item in MergeIter::new(sources, b"")? {
         let (key, value): (Bytes, Value) = item?;
         if c.bottommost && value == Value::Tombstone {
@@ -220,11 +227,10 @@ fn merge_into(
                 finish_output(shared, b, c.output_level, finished, edit)?;
             }
             let n = shared.vs.lock().new_file_number();
-            outputs.push(TableBuilder::create(
-                &shared.fs,
-                &shared.path(&table_name(n)),
-                n,
-            )?);
+            let mut b = TableBuilder::create(&shared.fs, &shared.path(&table_name(n)), n)?;
+            // Each output may hold a version from any input.
+            b.note_seqs(seqs);
+            outputs.push(b);
         }
         if let Some(b) = outputs.last_mut() {
             b.add(&key, &value)?;

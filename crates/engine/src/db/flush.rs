@@ -24,7 +24,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::manifest::{BlobEntry, TableEntry, VersionEdit};
 use crate::memtable::Memtable;
 use crate::options::Durability;
-use crate::table::{Table, TableBuilder};
+use crate::table::{SeqRange, Table, TableBuilder};
 use crate::types::Value;
 use crate::version::{blob_name, log_name, table_name, Version};
 use std::collections::HashMap;
@@ -229,7 +229,7 @@ fn build(
     let threshold = shared.opts.blob_threshold;
     let mut failed_lookups = 0u64;
     let mut first_error: Option<Error> = None;
-    for (key, value) in imm.iter() {
+    for (key, value, seq) in imm.iter() {
         // `None`: the lookup failed, so what is below is unknown.
         let older = match version.get(&key) {
             Ok(v) => Some(v),
@@ -267,6 +267,7 @@ fn build(
             )?);
         }
         if let Some(t) = out.table.as_mut() {
+            t.note_seqs(SeqRange::at(seq));
             t.add(&key, &stored)?;
         }
     }

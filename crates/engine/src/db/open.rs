@@ -167,12 +167,23 @@ pub(super) fn open(opts: Options) -> Result<Db> {
     let mut records = 0u64;
     let mut empty_logs = Vec::new();
     let (mut dropped_records, mut dropped_bytes) = (0u64, 0u64);
+    // Sequence numbers continue from the newest table (see `SeqRange`):
+    // the unflushed logs hold newer writes than every table, and so does
+    // everything written from now on.
+    let mut seq = version
+        .levels
+        .iter()
+        .flatten()
+        .map(|t| t.table.seqs().max)
+        .max()
+        .unwrap_or(0);
     for &n in &logs {
         let path = dir.join(log_name(n));
         let mut reader = WalReader::open(&fs, &path, n, ReadMode::Strict)?;
         let mem = Memtable::new(n);
         while let Some(rec) = reader.next_record()? {
-            mem.insert(rec.key, rec.value, 0);
+            seq += 1;
+            mem.insert(rec.key, rec.value, seq);
             records += 1;
         }
         dropped_records += reader.tail().dropped_records;
@@ -258,7 +269,7 @@ pub(super) fn open(opts: Options) -> Result<Db> {
         bg_cv: Condvar::new(),
         cache: ValueCache::new(cache_size),
         block_cache,
-        seq: AtomicU64::new(0),
+        seq: AtomicU64::new(seq),
         counters: Counters::default(),
         metrics: Default::default(),
         fatal: Mutex::new(None),

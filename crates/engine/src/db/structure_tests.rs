@@ -37,6 +37,7 @@ fn add_table(shared: &Arc<Shared>, level: u32, entries: &[(&str, Value)]) -> Res
     let n = shared.vs.lock().new_file_number();
     let path = shared.path(&table_name(n));
     let mut b = TableBuilder::create(&shared.fs, &path, n)?;
+    b.note_seqs(crate::table::SeqRange::at(n));
     for (k, v) in entries {
         b.add(k.as_bytes(), v)?;
     }

@@ -3,11 +3,11 @@
 use super::block::BlockBuilder;
 use super::bloom;
 use super::footer::{
-    append_frame, BlockHandle, Footer, FOOTER_LEN, FRAME_OVERHEAD, KIND_DATA, KIND_FILTER,
-    KIND_INDEX, KIND_PROPS,
+    append_frame, BlockHandle, Footer, FOOTER_LEN, FORMAT_VERSION, FRAME_OVERHEAD, KIND_DATA,
+    KIND_FILTER, KIND_INDEX, KIND_PROPS,
 };
 use super::props::Props;
-use super::TableMeta;
+use super::{SeqRange, TableMeta};
 use crate::coding::{put_length_prefixed, put_varint64};
 use crate::error::{Error, IoContext, Result};
 use crate::fs::{File, FsRef, OpenMode};
@@ -37,6 +37,8 @@ pub struct TableBuilder {
     index: Vec<u8>,
     hashes: Vec<u64>,
     props: Props,
+    /// The sequence numbers noted so far (see [`TableBuilder::note_seqs`]).
+    seqs: Option<SeqRange>,
     /// True once an I/O error happened; the builder then refuses work.
     failed: bool,
 }
@@ -61,8 +63,17 @@ impl TableBuilder {
                 number,
                 ..Props::default()
             },
+            seqs: None,
             failed: false,
         })
+    }
+
+    /// Widens the table's sequence-number range (stored in its properties,
+    /// see [`SeqRange`]) to hold `seqs`: the writer must cover the sequence
+    /// number of every entry it adds. A table with entries and no range
+    /// noted is refused by [`TableBuilder::finish`].
+    pub fn note_seqs(&mut self, seqs: SeqRange) {
+        self.seqs = Some(self.seqs.map_or(seqs, |s| s.hull(seqs)));
     }
 
     /// Adds an entry. Keys must be strictly increasing (returns
@@ -227,6 +238,16 @@ impl TableBuilder {
         if self.props.entries > 0 {
             self.props.largest = Bytes::copy_from_slice(self.block.last_key());
         }
+        self.props.seqs = match self.seqs {
+            Some(s) => s,
+            None if self.props.entries == 0 => SeqRange::default(),
+            None => {
+                return Err(Error::InvalidArgument(format!(
+                    "table {} has entries but no sequence numbers were noted",
+                    self.path.display()
+                )))
+            }
+        };
         let filter = bloom::build(&self.hashes, BLOOM_BITS_PER_KEY);
         let filter = self.write_frame(KIND_FILTER, &filter)?;
         let index_contents = std::mem::take(&mut self.index);
@@ -237,6 +258,7 @@ impl TableBuilder {
             filter,
             index,
             props,
+            version: FORMAT_VERSION,
         };
         self.buf.extend_from_slice(&footer.encode());
         let file_size = self.offset();

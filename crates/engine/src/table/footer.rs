@@ -27,8 +27,11 @@ pub(crate) const KIND_PROPS: u8 = 3;
 pub(crate) const FOOTER_LEN: usize = 68;
 /// Footer magic, its last 8 bytes.
 pub(crate) const FOOTER_MAGIC: [u8; 8] = *b"EscblSST";
-/// The format version this code writes and reads.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// The format version this code writes. It reads this one and
+/// [`FORMAT_VERSION_V1`] (no sequence numbers in the properties).
+pub(crate) const FORMAT_VERSION: u32 = 2;
+/// The first format version, still read.
+pub(crate) const FORMAT_VERSION_V1: u32 = 1;
 
 /// Where a block's frame is: offset of its first byte and contents length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -140,6 +143,9 @@ pub(crate) struct Footer {
     pub filter: BlockHandle,
     pub index: BlockHandle,
     pub props: BlockHandle,
+    /// Format version: [`FORMAT_VERSION_V1`] or [`FORMAT_VERSION`] when
+    /// read; writers use [`FORMAT_VERSION`].
+    pub version: u32,
 }
 
 impl Footer {
@@ -157,7 +163,7 @@ impl Footer {
         for (i, v) in fields.iter().enumerate() {
             out[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
         }
-        out[48..52].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out[48..52].copy_from_slice(&self.version.to_le_bytes());
         let sum = xxh3_64(&out[..52]);
         out[52..60].copy_from_slice(&sum.to_le_bytes());
         out[60..68].copy_from_slice(&FOOTER_MAGIC);
@@ -179,7 +185,7 @@ impl Footer {
             return Err(bad("footer checksum mismatch"));
         }
         let version = u32::from_le_bytes([buf[48], buf[49], buf[50], buf[51]]);
-        if version != FORMAT_VERSION {
+        if version != FORMAT_VERSION && version != FORMAT_VERSION_V1 {
             return Err(bad(&format!("unsupported table format version {version}")));
         }
         Ok(Footer {
@@ -195,6 +201,7 @@ impl Footer {
                 offset: u64_at(32),
                 len: u64_at(40),
             },
+            version,
         })
     }
 }

@@ -9,7 +9,8 @@
 //! # File layout
 //!
 //! This comment is the single source of truth for the format (format
-//! version 1). All fixed-width integers are little-endian; "varint" is the
+//! version 2; version 1 is still read, see the properties block). All
+//! fixed-width integers are little-endian; "varint" is the
 //! LEB128 coding of [`crate::coding`] (u64 unless said otherwise).
 //!
 //! ```text
@@ -109,6 +110,15 @@
 //! | data_blocks    | varint     | number of data blocks (= index entries)      |
 //! | smallest       | varint len + bytes | first key (empty iff no entries)     |
 //! | largest        | varint len + bytes | last key (= last index key)          |
+//! | min_seq        | varint     | lowest write sequence number among the entries (version 2) |
+//! | max_seq        | varint     | highest one, `>= min_seq` (version 2)        |
+//!
+//! Sequence numbers order writes across the whole database (see
+//! [`SeqRange`]). Version 1 tables have neither field and read as
+//! `0..=0`: every table written since holds newer writes. The range lets
+//! `repair` order tables without a manifest (the manifest is otherwise the
+//! only record of levels, and a compaction output gets a higher file
+//! number than a level-0 table flushed while it ran).
 //!
 //! ## Footer (68 bytes, at `file_size - 68`)
 //!
@@ -120,7 +130,7 @@
 //! | 24     | index len       | u64   |
 //! | 32     | properties offset | u64 |
 //! | 40     | properties len  | u64   |
-//! | 48     | format version  | u32 (= 1) |
+//! | 48     | format version  | u32 (2; 1 is still read) |
 //! | 52     | checksum        | u64, xxh3-64 of bytes 0..52 |
 //! | 60     | magic           | 8 bytes `EscblSST` |
 //!
@@ -166,6 +176,39 @@ pub use reader::Table;
 pub use salvage::{salvage, salvage_with_gaps, Salvaged};
 
 use bytes::Bytes;
+
+/// The write sequence numbers of a table's entries: every entry was
+/// written by a batch with `min <= seq <= max`. May be wider than the
+/// entries' real range (a compaction output takes the hull of its inputs),
+/// never narrower.
+///
+/// Sequence numbers rise across restarts: `Db::open` continues from the
+/// highest `max` of the live tables. So if two tables' ranges do not
+/// overlap, every entry of the one with the higher range is newer than
+/// every entry of the other; if they overlap, which holds the newer version
+/// of a key they share is unknown from the files alone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SeqRange {
+    /// Lowest sequence number.
+    pub min: u64,
+    /// Highest sequence number.
+    pub max: u64,
+}
+
+impl SeqRange {
+    /// The range holding just `seq`.
+    pub fn at(seq: u64) -> SeqRange {
+        SeqRange { min: seq, max: seq }
+    }
+
+    /// The smallest range holding both.
+    pub fn hull(self, other: SeqRange) -> SeqRange {
+        SeqRange {
+            min: self.min.min(other.min),
+            max: self.max.max(other.max),
+        }
+    }
+}
 
 /// What a finished table holds; recorded in the manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -9,6 +9,7 @@ use super::footer::{
 };
 use super::iter::TableIter;
 use super::props::Props;
+use super::SeqRange;
 use super::TableMeta;
 use crate::coding::Decoder;
 use crate::error::{Error, IoContext, Result};
@@ -95,7 +96,7 @@ impl Table {
         }
         let props_raw = read_block(&*file, path, footer.props, KIND_PROPS, footer_at)?;
         let props_at = footer.props.offset + FRAME_HEADER_LEN as u64;
-        let props = Props::decode(&props_raw)
+        let props = Props::decode(&props_raw, footer.version)
             .ok_or_else(|| Error::corruption(path, props_at, "malformed properties block"))?;
         let filter_raw = read_block(&*file, path, footer.filter, KIND_FILTER, footer_at)?;
         let filter = Bloom::decode(filter_raw).ok_or_else(|| {
@@ -135,6 +136,11 @@ impl Table {
     /// Number of entries (tombstones included).
     pub fn entries(&self) -> u64 {
         self.props.entries
+    }
+
+    /// The sequence numbers of the entries (see [`SeqRange`]).
+    pub fn seqs(&self) -> SeqRange {
+        self.props.seqs
     }
 
     /// Smallest key (empty if the table is empty).

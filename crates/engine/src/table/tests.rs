@@ -36,6 +36,7 @@ fn value_for(i: u64) -> Value {
 fn build(path: &Path, entries: &[(Vec<u8>, Value)]) -> TableMeta {
     let fs = fs();
     let mut b = TableBuilder::create(&fs, path, 7).unwrap();
+    b.note_seqs(SeqRange { min: 3, max: 40 });
     for (k, v) in entries {
         b.add(k, v).unwrap();
     }
@@ -401,3 +402,31 @@ fn bloom_format_is_stable() {
 
 const PINNED_HASH: u64 = 3112922837177940099;
 const PINNED_FILTER: u64 = 7163877766024244151;
+
+#[test]
+fn sequence_range_round_trips_and_is_required() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.sst");
+    build(&path, &simple_entries(100));
+    let t = Table::open(&fs(), &path, 7).unwrap();
+    assert_eq!(t.seqs(), SeqRange { min: 3, max: 40 });
+    t.verify().unwrap();
+
+    // Entries but no range: refused, and the partial file is removed.
+    let path2 = dir.path().join("t2.sst");
+    let mut b = TableBuilder::create(&fs(), &path2, 8).unwrap();
+    b.add(b"k", &Value::Tombstone).unwrap();
+    assert!(matches!(b.finish(), Err(Error::InvalidArgument(_))));
+    assert!(!path2.exists());
+
+    // Noted ranges widen to their hull.
+    let path3 = dir.path().join("t3.sst");
+    let mut b = TableBuilder::create(&fs(), &path3, 9).unwrap();
+    b.note_seqs(SeqRange::at(20));
+    b.note_seqs(SeqRange::at(5));
+    b.note_seqs(SeqRange { min: 7, max: 30 });
+    b.add(b"k", &Value::Tombstone).unwrap();
+    b.finish().unwrap();
+    let t = Table::open(&fs(), &path3, 9).unwrap();
+    assert_eq!(t.seqs(), SeqRange { min: 5, max: 30 });
+}

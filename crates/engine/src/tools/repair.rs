@@ -46,7 +46,7 @@ use crate::fs::OpenMode;
 use crate::limits::KEY_LEN_MAX;
 use crate::manifest::{set_current, BlobEntry, ManifestWriter, TableEntry, VersionEdit};
 use crate::options::Options;
-use crate::table::{self, Table, TableBuilder};
+use crate::table::{self, SeqRange, Table, TableBuilder};
 use crate::types::{BlobRef, Value};
 use crate::version::{
     blob_name, log_name, manifest_name, parse_file_name, table_name, FileKind, NUM_LEVELS,
@@ -234,16 +234,24 @@ fn show_bound(b: &Bound<Bytes>, below: bool) -> String {
 ///    name are salvaged (plus logs not older than the manifest's log
 ///    number; other files are leftovers `Db::open` would delete), a table at
 ///    a lower level is newer, and within level 0 a higher file number is
-///    newer. Otherwise every file in the directory is salvaged and a higher
-///    table file number is newer (a compaction output can then wrongly win
-///    over a level-0 table flushed while it ran: the manifest is the only
-///    record of levels).
+///    newer. Otherwise every file in the directory is salvaged and tables
+///    are ordered by the sequence ranges in their properties
+///    ([`SeqRange`]): of two tables holding a key, the one whose whole
+///    range lies above the other's holds the newer version; if the ranges
+///    overlap (or a table's properties are unreadable, or both are format
+///    version 1 tables), neither is trusted and the key is **lost** unless
+///    a log holds it. (File numbers cannot order them: a compaction output
+///    gets a higher number than a level-0 table flushed while it ran, and
+///    only the manifest records levels.) A table the manifest does not
+///    name and a log it calls flushed are not salvaged when it is readable;
+///    without it, a flushed log left behind by a crash counts as newer than
+///    every table.
 /// 3. Marks lost every key in a lost range whose newest intact entry is
 ///    older than the damaged source, and every key whose newest entry
 ///    points to a blob record that was not salvaged. Drops lost keys and
 ///    keys whose newest entry is a tombstone.
 /// 4. Writes the survivors, in key order, to new tables at the last level
-///    (split at [`Options::table_file_size`]) with values of at least
+///    (their sequence range reaching past every salvaged one; split at [`Options::table_file_size`]) with values of at least
 ///    [`Options::blob_threshold`] bytes in new blob files (split at
 ///    [`Options::blob_file_size`]), all fsynced, then a new manifest holding
 ///    one snapshot edit.
@@ -284,16 +292,20 @@ pub fn repair(opts: &Options) -> Result<RepairReport> {
             "no readable manifest: every file salvaged, a higher file number is newer".into(),
         ),
     }
-    let table_newness = |n: u64, level: Option<u32>| -> Newness {
-        match level {
-            Some(l) => (1, (NUM_LEVELS as u64).saturating_sub(u64::from(l)), n, 0),
-            None => (1, 0, n, 0),
-        }
+    // With a manifest: a lower level is newer, then a higher number (level
+    // 0). Without one, see `Age::Seqs`.
+    let table_newness = |n: u64, level: u32| -> Newness {
+        (
+            1,
+            (NUM_LEVELS as u64).saturating_sub(u64::from(level)),
+            n,
+            0,
+        )
     };
 
     // What to salvage, and the highest file number in use.
     let mut max_number = fold.as_ref().map_or(0, |f| f.next_file);
-    let mut tables: Vec<(u64, Newness, Option<TableEntry>)> = Vec::new();
+    let mut tables: Vec<(u64, Option<TableEntry>)> = Vec::new();
     let mut logs: Vec<u64> = Vec::new();
     let mut blob_files: Vec<u64> = Vec::new();
     for name in &names {
@@ -305,14 +317,12 @@ pub fn repair(opts: &Options) -> Result<RepairReport> {
                 max_number = max_number.max(n);
                 match &fold {
                     Some(f) => match f.tables.get(&n) {
-                        Some(t) => {
-                            tables.push((n, table_newness(n, Some(t.level)), Some(t.clone())))
-                        }
+                        Some(t) => tables.push((n, Some(t.clone()))),
                         None => r
                             .notes
                             .push(format!("{name}: not live (a leftover), not salvaged")),
                     },
-                    None => tables.push((n, table_newness(n, None), None)),
+                    None => tables.push((n, None)),
                 }
             }
             FileKind::Log(n) => {
@@ -344,7 +354,7 @@ pub fn repair(opts: &Options) -> Result<RepairReport> {
                     lost.range(
                         Bound::Included(t.smallest.clone()),
                         Bound::Included(t.largest.clone()),
-                        table_newness(*n, Some(t.level)),
+                        table_newness(*n, t.level),
                         format!("{} is missing", table_name(*n)),
                     );
                 }
@@ -362,17 +372,64 @@ pub fn repair(opts: &Options) -> Result<RepairReport> {
 
     // 1-2: the newest entry of every key, and the lost ranges.
     let mut newest: BTreeMap<Bytes, (Newness, Slot)> = BTreeMap::new();
-    let mut keep = |key: Bytes, at: Newness, value: Value| match newest.get_mut(&key) {
-        Some(old) if old.0 >= at => {}
-        Some(old) => *old = (at, Slot::Entry(value)),
-        None => {
+    // Reason (an index into `lost.why`) for keys that two tables without a
+    // manifest hold with overlapping sequence ranges.
+    let mut unordered: Option<usize> = None;
+    // The highest sequence number of a readable table: the rebuilt tables'
+    // range reaches past it (and past the salvaged log records), so that
+    // the repaired database's next writes are newer than all of them.
+    let mut max_seq = 0u64;
+    let mut keep = |key: Bytes, at: Newness, value: Value, lost: &mut Lost| {
+        let Some(old) = newest.get_mut(&key) else {
             newest.insert(key, (at, Slot::Entry(value)));
+            return;
+        };
+        if fold.is_none() && at.0 == 1 && old.0 .0 == 1 {
+            // Two tables without a manifest: `(1, 0, min_seq, max_seq)`.
+            let (lo, hi, old_lo, old_hi) = (at.2, at.3, old.0 .2, old.0 .3);
+            if lo > old_hi {
+                *old = (at, Slot::Entry(value));
+            } else if old_lo <= hi {
+                // Either may hold the newer version: the key is lost
+                // unless something newer than both holds it.
+                let why = *unordered.get_or_insert_with(|| {
+                    lost.why.push(
+                        "two tables hold it and their sequence ranges overlap: with no \
+                         readable manifest, which version is newer is unknown"
+                            .into(),
+                    );
+                    lost.why.len() - 1
+                });
+                *old = ((1, 0, lo.max(old_lo), hi.max(old_hi)), Slot::Lost(why));
+            }
+            return;
+        }
+        if old.0 < at {
+            *old = (at, Slot::Entry(value));
         }
     };
-    for (n, at, entry) in &tables {
-        let (n, at) = (*n, *at);
+    for (n, entry) in &tables {
+        let n = *n;
         let name = table_name(n);
         let path = dir.join(&name);
+        // How new this table's entries are (`at`), and how new an entry
+        // must be to stand for a key in a range this table lost (`lost_at`).
+        let seqs = Table::open(fs, &path, n).ok().map(|t| t.seqs());
+        if let Some(s) = seqs {
+            max_seq = max_seq.max(s.max);
+        }
+        let (at, lost_at) = match entry {
+            Some(t) => (table_newness(n, t.level), table_newness(n, t.level)),
+            None => {
+                // No manifest: the table's sequence range, unknown (so
+                // overlapping every other) if its properties are unreadable.
+                let s = seqs.unwrap_or(SeqRange {
+                    min: 0,
+                    max: u64::MAX,
+                });
+                ((1, 0, s.min, s.max), (1, 0, s.max.saturating_add(1), 0))
+            }
+        };
         let got = table::salvage_with_gaps(fs, &path)?;
         let damaged = got.damaged;
         if damaged > 0 {
@@ -412,7 +469,7 @@ pub fn repair(opts: &Options) -> Result<RepairReport> {
                 show_bound(&lo, true),
                 show_bound(&hi, false)
             );
-            lost.range(lo, hi, at, why);
+            lost.range(lo, hi, lost_at, why);
         }
         for &g in got.gaps.iter().filter(|_| by_index.is_none()) {
             let lo = match g.checked_sub(1).and_then(|i| got.entries.get(i)) {
@@ -437,10 +494,10 @@ pub fn repair(opts: &Options) -> Result<RepairReport> {
                 show_bound(&lo, true),
                 show_bound(&hi, false)
             );
-            lost.range(lo, hi, at, why);
+            lost.range(lo, hi, lost_at, why);
         }
         for (key, value) in got.entries {
-            keep(key, at, value);
+            keep(key, at, value, &mut lost);
         }
     }
     for &n in &logs {
@@ -464,7 +521,8 @@ pub fn repair(opts: &Options) -> Result<RepairReport> {
                         );
                     }
                     seq += 1;
-                    keep(rec.key, (2, n, seq, 0), rec.value);
+                    max_seq = max_seq.saturating_add(1);
+                    keep(rec.key, (2, n, seq, 0), rec.value, &mut lost);
                 }
                 Ok(None) => {
                     // Damage skipped on the way to the end (the last
@@ -565,7 +623,13 @@ pub fn repair(opts: &Options) -> Result<RepairReport> {
 
     // 3-4: write the survivors.
     let mut next = max_number + 1;
-    let mut out = Outputs::default();
+    let mut out = Outputs {
+        seqs: SeqRange {
+            min: 0,
+            max: max_seq,
+        },
+        ..Outputs::default()
+    };
     let written = write_all(
         opts,
         newest,
@@ -680,6 +744,8 @@ fn write_lost_keys(opts: &Options, path: &std::path::Path, keys: &[(Bytes, Strin
 /// Files written so far by the rebuild.
 #[derive(Default)]
 struct Outputs {
+    /// The sequence range every rebuilt table records.
+    seqs: SeqRange,
     tables: Vec<TableEntry>,
     blobs: Vec<BlobEntry>,
     paths: Vec<PathBuf>,
@@ -758,7 +824,9 @@ fn write_all(
                 let n = take(next);
                 let path = dir.join(table_name(n));
                 out.paths.push(path.clone());
-                table.insert(TableBuilder::create(fs, &path, n)?)
+                let mut t = TableBuilder::create(fs, &path, n)?;
+                t.note_seqs(out.seqs);
+                table.insert(t)
             }
         };
         t.add(&key, &stored)?;
