@@ -3,14 +3,28 @@
 //! Checked after the memtables and before any table or blob read, so the hot
 //! keys of an 80/20 workload are served without reading or decoding a block.
 //!
-//! Consistency: every applied write invalidates its key with a new write
-//! sequence number. A reader notes the sequence number before it looks at
-//! the memtables and may insert what it read from disk only if no
-//! invalidation in that shard happened since; so a value read just before a
-//! concurrent write can never be cached after that write.
+//! Consistency: every published write passes its key to
+//! [`ValueCache::write_through`] with its write sequence number, after the
+//! sequence number is published and in sequence order: a cached key takes
+//! the new value (the newest there is), any other key is dropped, and the
+//! shard remembers the sequence number. A reader notes the sequence number
+//! before it looks at the memtables and may insert what it read from disk
+//! only if no write in that shard was published since; so a value read just
+//! before a concurrent write can never be cached after that write. A value
+//! enters the cache only once published, so in `sync` mode it is already
+//! durable. A point read may thus return a value published after its
+//! snapshot was taken (as it could before, from a value another reader
+//! cached): the read and the write overlapped, and a point read reads one
+//! key, so no other answer could contradict it.
 
 use bytes::Bytes;
 use lru::LruCache;
+
+/// The shards' map hasher: foldhash, randomly seeded per process and much
+/// cheaper than the default SipHash on short keys (under `get` this was
+/// the largest user-space cost of a cached read). It is no cryptographic
+/// defence against chosen collisions; each shard is bounded in bytes.
+type Hasher = foldhash::fast::RandomState;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -20,7 +34,7 @@ pub const CACHE_SHARDS: usize = 32;
 const ENTRY_OVERHEAD: usize = 64;
 
 struct Shard {
-    lru: LruCache<Bytes, Bytes>,
+    lru: LruCache<Bytes, Bytes, Hasher>,
     bytes: usize,
     invalidated_at: u64,
 }
@@ -48,7 +62,7 @@ impl ValueCache {
             shards: (0..CACHE_SHARDS)
                 .map(|_| {
                     Mutex::new(Shard {
-                        lru: LruCache::unbounded(),
+                        lru: LruCache::unbounded_with_hasher(Hasher::default()),
                         bytes: 0,
                         invalidated_at: 0,
                     })
@@ -106,15 +120,42 @@ impl ValueCache {
         }
     }
 
-    /// Drops `key` because a write with sequence `seq` changed it.
-    pub fn invalidate(&self, key: &[u8], seq: u64) {
+    /// Records that a write with sequence `seq` set `key` to `value` (or
+    /// deleted it, `None`). A cached key keeps its place with the new
+    /// value, which is the newest (callers publish in sequence order), so a
+    /// hot key that is written and read stays a hit after its memtable is
+    /// flushed; a key not cached is only invalidated, so writes alone do
+    /// not fill the cache. Either way, reads that started before `seq` can
+    /// no longer insert an older value.
+    pub fn write_through(&self, key: &[u8], value: Option<&Bytes>, seq: u64) {
         if self.shard_capacity == 0 {
             return;
         }
         let mut s = self.shard(key).lock();
         s.invalidated_at = s.invalidated_at.max(seq);
-        if let Some(old) = s.lru.pop(key) {
-            s.bytes -= key.len() + old.len() + ENTRY_OVERHEAD;
+        let fits =
+            value.is_some_and(|v| key.len() + v.len() + ENTRY_OVERHEAD <= self.shard_capacity / 4);
+        match value {
+            Some(v) if fits => {
+                let Some(slot) = s.lru.get_mut(key) else {
+                    return;
+                };
+                // A copy, so the entry does not pin the buffer the value
+                // arrived in.
+                let old = std::mem::replace(slot, Bytes::copy_from_slice(v));
+                s.bytes = s.bytes - old.len() + v.len();
+                while s.bytes > self.shard_capacity {
+                    match s.lru.pop_lru() {
+                        Some((k, v)) => s.bytes -= k.len() + v.len() + ENTRY_OVERHEAD,
+                        None => break,
+                    }
+                }
+            }
+            _ => {
+                if let Some(old) = s.lru.pop(key) {
+                    s.bytes -= key.len() + old.len() + ENTRY_OVERHEAD;
+                }
+            }
         }
     }
 
@@ -151,11 +192,61 @@ mod tests {
     fn stale_insert_after_invalidation_is_refused() {
         let c = ValueCache::new(1 << 20);
         // Reader started at seq 5; a write at seq 6 invalidated the key.
-        c.invalidate(b"k", 6);
+        c.write_through(b"k", None, 6);
         c.insert(b"k", &Bytes::from_static(b"old"), 5);
         assert_eq!(c.get(b"k"), None);
         c.insert(b"k", &Bytes::from_static(b"new"), 6);
         assert_eq!(c.get(b"k"), Some(Bytes::from_static(b"new")));
+    }
+
+    #[test]
+    fn a_write_updates_a_cached_key_and_leaves_others_uncached() {
+        let c = ValueCache::new(1 << 20);
+        c.insert(b"hot", &Bytes::from_static(b"v1"), 0);
+        c.write_through(b"hot", Some(&Bytes::from_static(b"v2")), 1);
+        assert_eq!(c.get(b"hot"), Some(Bytes::from_static(b"v2")));
+        // Writes alone do not fill the cache.
+        c.write_through(b"cold", Some(&Bytes::from_static(b"x")), 2);
+        assert_eq!(c.get(b"cold"), None);
+        // A delete drops the key.
+        c.write_through(b"hot", None, 3);
+        assert_eq!(c.get(b"hot"), None);
+        assert_eq!(c.bytes(), 0);
+    }
+
+    #[test]
+    fn stale_insert_after_write_through_is_refused() {
+        let c = ValueCache::new(1 << 20);
+        c.insert(b"k", &Bytes::from_static(b"v1"), 0);
+        c.write_through(b"k", Some(&Bytes::from_static(b"v2")), 7);
+        // A reader that started at seq 6 read the old value from disk.
+        c.insert(b"k", &Bytes::from_static(b"v1"), 6);
+        assert_eq!(c.get(b"k"), Some(Bytes::from_static(b"v2")));
+    }
+
+    #[test]
+    fn write_through_keeps_the_byte_bound() {
+        let cap = CACHE_SHARDS * 4000;
+        let c = ValueCache::new(cap);
+        for i in 0..2000u32 {
+            c.insert(&i.to_be_bytes(), &Bytes::from(vec![0u8; 10]), 0);
+        }
+        for i in 0..2000u32 {
+            c.write_through(
+                &i.to_be_bytes(),
+                Some(&Bytes::from(vec![1u8; 900])),
+                1 + i as u64,
+            );
+        }
+        assert!(c.bytes() <= cap as u64, "{} > {cap}", c.bytes());
+        let held: u64 = (0..2000u32)
+            .filter_map(|i| c.get(&i.to_be_bytes()))
+            .map(|v| {
+                assert_eq!(&v[..], &[1u8; 900][..]);
+                (4 + v.len() + ENTRY_OVERHEAD) as u64
+            })
+            .sum();
+        assert_eq!(held, c.bytes());
     }
 
     #[test]

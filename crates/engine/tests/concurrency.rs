@@ -13,6 +13,10 @@
 //!   rising counters while readers read and scan them; no reader may find a
 //!   key absent or a counter lower than one it saw before (a memtable that
 //!   briefly hid an overwritten key did both).
+//! - `cached_keys_follow_their_writes`: writers overwrite and delete keys
+//!   that readers keep in the value cache, and read each one back after
+//!   every write, across flushes; a read must never find the value a write
+//!   replaced (writes update cached keys in place).
 //! - `sync_covers_every_segment_frozen_since_the_last_sync`: `Db::sync`
 //!   makes durable every log segment frozen since the last sync, not only
 //!   the current one.
@@ -692,4 +696,107 @@ fn sync_mode_reads_see_only_durable_writes() {
         println!("{checks} power-loss copies checked");
         db.close().unwrap();
     });
+}
+
+/// Writers each own a few hot keys, overwrite and delete them, and read
+/// each one back after every acknowledged write, while readers keep all of
+/// them in the value cache and a tiny memtable is flushed all the time: a
+/// write must replace the cached value (`ValueCache::write_through`), so a
+/// read after the flush must never find the value the write replaced.
+fn run_cached_keys_follow_their_writes(durability: Durability) {
+    let fs = MemFs::new();
+    let mut o = busy_options(&fs, durability);
+    o.cache_size = 1024 * 1024;
+    let db = Db::open(o).unwrap();
+    let writers = 3;
+    let per_writer = 4;
+    let stop = Arc::new(AtomicBool::new(false));
+    let secs = race_secs(3);
+    let value = |k: &str, n: u64| {
+        let mut v = format!("{k}={n:020}").into_bytes();
+        if n.is_multiple_of(3) {
+            v.resize(BLOB_THRESHOLD + 200, b'.');
+        }
+        v
+    };
+    with_timeout(secs + 60, "cached keys follow their writes", move || {
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (db, stop) = (db.clone(), stop.clone());
+                std::thread::spawn(move || -> Result<(), String> {
+                    while !stop.load(Ordering::Relaxed) {
+                        for w in 0..writers {
+                            for i in 0..per_writer {
+                                db.get(format!("w{w}:k{i}").as_bytes())
+                                    .map_err(|e| format!("read failed: {e}"))?;
+                            }
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        let ws: Vec<_> = (0..writers)
+            .map(|w| {
+                let db = db.clone();
+                std::thread::spawn(move || -> Result<u64, String> {
+                    let mut rng = rand::rngs::StdRng::seed_from_u64(w as u64);
+                    let mut n = 0u64;
+                    let deadline = Instant::now() + Duration::from_secs(secs);
+                    while Instant::now() < deadline {
+                        n += 1;
+                        let i = rng.gen_range(0..per_writer);
+                        let k = format!("w{w}:k{i}");
+                        let want = if rng.gen_range(0..10) == 0 {
+                            db.delete(k.as_bytes()).map_err(|e| e.to_string())?;
+                            None
+                        } else {
+                            let v = value(&k, n);
+                            db.put(k.as_bytes(), &v).map_err(|e| e.to_string())?;
+                            Some(v)
+                        };
+                        // Twice: the first read may itself fill the cache.
+                        for _ in 0..2 {
+                            let got = db.get(k.as_bytes()).map_err(|e| e.to_string())?;
+                            if got.as_deref() != want.as_deref() {
+                                return Err(format!(
+                                    "{k} after write {n}: read {:?}, wrote {:?}",
+                                    got.map(|g| String::from_utf8_lossy(&g[..30.min(g.len())])
+                                        .into_owned()),
+                                    want.map(|g| String::from_utf8_lossy(&g[..30]).into_owned()),
+                                ));
+                            }
+                        }
+                    }
+                    Ok(n)
+                })
+            })
+            .collect();
+        let mut total = 0;
+        for w in ws {
+            total += w.join().unwrap().unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+        for r in readers {
+            r.join().unwrap().unwrap();
+        }
+        let s = db.stats();
+        assert!(total > 1000, "only {total} writes");
+        assert!(
+            s.flushes > 5,
+            "only {} flushes: the race was not exercised",
+            s.flushes
+        );
+        assert!(s.cache_hits > 1000, "only {} cache hits", s.cache_hits);
+    });
+}
+
+#[test]
+fn cached_keys_follow_their_writes_os() {
+    run_cached_keys_follow_their_writes(Durability::Os);
+}
+
+#[test]
+fn cached_keys_follow_their_writes_sync() {
+    run_cached_keys_follow_their_writes(Durability::Sync);
 }

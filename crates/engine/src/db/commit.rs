@@ -851,14 +851,19 @@ impl Committer {
 }
 
 /// Publishes an applied batch: its sequence number, then the cache
-/// invalidations, then the acknowledgements. See the memtable and cache
+/// updates ([`crate::cache::ValueCache::write_through`]), then the
+/// acknowledgements. See the memtable and cache
 /// modules for why this order is safe. Batches are published in sequence
 /// order, by one thread at a time (the committer, or the sync stage).
 pub(super) fn publish(shared: &Shared, seq: u64, decided: Vec<Decided>) {
     shared.seq.store(seq, Ordering::SeqCst);
     *shared.last_write.lock() = std::time::Instant::now();
-    for (key, _) in decided.iter().flat_map(Decided::writes) {
-        shared.cache.invalidate(key, seq);
+    for (key, value) in decided.iter().flat_map(Decided::writes) {
+        let v = match value {
+            Value::Inline(v) => Some(v),
+            _ => None,
+        };
+        shared.cache.write_through(key, v, seq);
     }
     for d in decided {
         match d {

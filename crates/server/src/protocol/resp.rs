@@ -347,6 +347,12 @@ pub enum Version {
     Resp3,
 }
 
+/// Appends the header `$<len>\r\n` of a bulk string of `len` bytes (the
+/// string and its closing `\r\n` follow).
+pub fn encode_bulk_header(out: &mut BytesMut, len: usize) {
+    put_len(out, b'$', len);
+}
+
 fn put_len(out: &mut BytesMut, prefix: u8, n: usize) {
     out.put_u8(prefix);
     let mut b = itoa_buf();
@@ -387,7 +393,7 @@ pub fn encode_array_header(out: &mut BytesMut, n: usize) {
 /// Appends one bulk string.
 pub fn encode_bulk(out: &mut BytesMut, b: &[u8]) {
     out.reserve(b.len() + 24);
-    put_len(out, b'$', b.len());
+    encode_bulk_header(out, b.len());
     out.put_slice(b);
     out.put_slice(b"\r\n");
 }

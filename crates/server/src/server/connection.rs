@@ -9,8 +9,9 @@
 //! share a log write) and wait in the queue for their acknowledgement;
 //! reads, scans and the other commands are executed only when they reach
 //! the front, so they see every earlier write of the same connection and
-//! replies leave in request order. Finished replies are gathered in one
-//! output buffer and sent with as few writes as possible.
+//! replies leave in request order. Finished replies are gathered in an
+//! [`Output`] (long values are not copied into it) and sent with as few
+//! writes as possible.
 //!
 //! Memory per connection is bounded: the input buffer holds at most one
 //! unfinished request (see the parsers' limits) plus one read, reading
@@ -28,9 +29,10 @@ use crate::protocol::resp::{self, Parsed};
 use crate::protocol::text::{self, Parser};
 use crate::protocol::{detect, Detect, Protocol, Wire};
 use crate::reply::Reply;
+use crate::server::output::Output;
 use crate::server::stats::Counters;
 use crate::txn::TxnResult;
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use escabelo_engine::{Db, WriteOp};
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -189,7 +191,7 @@ struct Conn {
     parser: Parsers,
     session: Session,
     inbuf: BytesMut,
-    out: BytesMut,
+    out: Output,
     queue: VecDeque<Pending>,
     /// Bytes held by queue entries.
     queued_bytes: usize,
@@ -233,7 +235,7 @@ pub async fn serve(mut stream: TcpStream, ctx: Context) {
         session,
         ctx,
         inbuf: BytesMut::new(),
-        out: BytesMut::new(),
+        out: Output::default(),
         queue: VecDeque::new(),
         queued_bytes: 0,
         reads_pending: 0,
@@ -299,13 +301,17 @@ pub async fn serve(mut stream: TcpStream, ctx: Context) {
                 if r.is_err() {
                     return;
                 }
-                match wr.try_write(&conn.out) {
+                let written = match conn.out.contiguous() {
+                    Some(b) => wr.try_write(b),
+                    None => wr.try_write_vectored(&conn.out.slices()),
+                };
+                match written {
                     Ok(0) => return,
                     Ok(n) => {
                         conn.ctx.counters.net_output_bytes.fetch_add(n as u64, Ordering::Relaxed);
                         conn.out.advance(n);
                         if conn.out.is_empty() && conn.out.capacity() > KEEP_BUFFER {
-                            conn.out = BytesMut::new();
+                            conn.out.shrink();
                         }
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -487,7 +493,7 @@ impl Conn {
         let kind = match plan {
             Plan::Reply(r) => {
                 if self.queue.is_empty() {
-                    wire.encode(&mut self.out, &r);
+                    self.out.encode(wire, &r);
                     return;
                 }
                 let mut b = BytesMut::new();
@@ -508,7 +514,7 @@ impl Conn {
             Plan::Read { key, finish } => {
                 if self.queue.is_empty() {
                     let r = finish(&self.ctx.counters, metrics::timed_get(&self.ctx.db, &key));
-                    wire.encode(&mut self.out, &r);
+                    self.out.encode(wire, &r);
                     return;
                 }
                 Kind::Read { key, finish }
@@ -516,7 +522,7 @@ impl Conn {
             Plan::Front(job) => {
                 if self.queue.is_empty() {
                     let r = job(&self.ctx);
-                    wire.encode(&mut self.out, &r);
+                    self.out.encode(wire, &r);
                     return;
                 }
                 Kind::Front(Some(job))
@@ -609,15 +615,15 @@ impl Conn {
         while let Some(front) = self.queue.front_mut() {
             let wire = front.wire;
             match &mut front.kind {
-                Kind::Ready(b) => self.out.extend_from_slice(b),
+                Kind::Ready(b) => self.out.push(std::mem::take(b)),
                 Kind::Read { key, finish } => {
                     let r = finish(&self.ctx.counters, metrics::timed_get(&self.ctx.db, key));
-                    wire.encode(&mut self.out, &r);
+                    self.out.encode(wire, &r);
                 }
                 Kind::Front(job) => {
                     if let Some(job) = job.take() {
                         let r = job(&self.ctx);
-                        wire.encode(&mut self.out, &r);
+                        self.out.encode(wire, &r);
                     }
                 }
                 Kind::Write { rx, finish } => {
@@ -628,7 +634,7 @@ impl Conn {
                         Err(oneshot::error::TryRecvError::Closed) => Err(()),
                     };
                     let reply = finish(&self.ctx.counters, r);
-                    wire.encode(&mut self.out, &reply);
+                    self.out.encode(wire, &reply);
                 }
                 Kind::Txn { rx, finish } => {
                     let r = match rx.try_recv() {
@@ -637,7 +643,7 @@ impl Conn {
                         Err(oneshot::error::TryRecvError::Closed) => Err(()),
                     };
                     if let Some(f) = finish.take() {
-                        wire.encode(&mut self.out, &f(r));
+                        self.out.encode(wire, &f(r));
                     }
                 }
                 Kind::Blocking(job) => {
@@ -695,18 +701,18 @@ impl Conn {
             Done::Write(r) => {
                 if let Kind::Write { finish, .. } = &front.kind {
                     let reply = finish(&self.ctx.counters, r.map_err(|_| ()));
-                    wire.encode(&mut self.out, &reply);
+                    self.out.encode(wire, &reply);
                 }
             }
             Done::Txn(r) => {
                 if let Kind::Txn { finish, .. } = &mut front.kind {
                     if let Some(f) = finish.take() {
-                        wire.encode(&mut self.out, &f(r.map_err(|_| ())));
+                        self.out.encode(wire, &f(r.map_err(|_| ())));
                     }
                 }
             }
-            Done::Ran(Ok(reply)) => wire.encode(&mut self.out, &reply),
-            Done::Ran(Err(_)) => wire.encode(&mut self.out, &Reply::err("command failed")),
+            Done::Ran(Ok(reply)) => self.out.encode(wire, &reply),
+            Done::Ran(Err(_)) => self.out.encode(wire, &Reply::err("command failed")),
             Done::Chunk(Some(b)) if b.is_empty() => {
                 // The producer gave up after part of its reply went out:
                 // nothing after it can be framed.
@@ -718,7 +724,7 @@ impl Conn {
                 return;
             }
             Done::Chunk(Some(b)) => {
-                self.out.extend_from_slice(&b);
+                self.out.push(b);
                 return;
             }
             Done::Chunk(None) => {}

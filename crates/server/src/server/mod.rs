@@ -1,6 +1,7 @@
 //! The TCP server: listener, connection limit, graceful shutdown.
 
 pub mod connection;
+pub mod output;
 pub mod stats;
 
 use connection::Context;
