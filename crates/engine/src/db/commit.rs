@@ -9,7 +9,7 @@
 //! acknowledgements). While it does, the next batch gathers in the queue.
 //! In `sync` mode the batch is handed to the sync stage instead of being
 //! published ([`super::sync_stage`]): it is published once an fdatasync
-//! covering it returned, while the commit thread appends the next batch.
+//! covering it returned, while the next batch is appended.
 //!
 //! Order: the queue is first in, first out, and whoever commits takes its
 //! batch from the front of the queue only while holding the log (the
@@ -18,12 +18,17 @@
 //! requests one thread submits apply in the order it submitted them.
 //!
 //! Who commits:
-//! - in `os` mode, the submitting thread itself when the log is free (it
-//!   becomes the leader and also commits what others queued meanwhile), so
-//!   a write costs no thread hand-off;
-//! - the **commit thread** otherwise: in `sync` mode (an fdatasync must not
-//!   block the server's I/O threads), when writers must be slowed down or
-//!   held (backpressure), to switch log segments, and for control requests.
+//! - the submitting thread itself when the log is free (it becomes the
+//!   leader and also commits what others queued meanwhile), so a write
+//!   costs no thread hand-off. In both modes: the leader only appends
+//!   (a buffered `write`) and applies; in `sync` mode the fdatasync runs on
+//!   the sync stage's thread, so it never blocks a server I/O thread. (The
+//!   commit thread used to commit every batch in `sync` mode: with one
+//!   client that hop cost 20% of its writes per second.)
+//! - the **commit thread** otherwise: when writers must be slowed down or
+//!   held (backpressure), to switch log segments (which waits for the sync
+//!   stage), for control requests, and for writes queued without a leader
+//!   ([`CommitHandle::submit_many`] without `lead`) that nobody committed.
 //!
 //! When the memtable or its log segment passes `memtable_size`, the
 //! memtable is frozen and a new log segment started; the flush thread
@@ -105,8 +110,6 @@ struct Pipeline {
     /// Wakes the commit thread; paired with `queue`.
     wake: Condvar,
     committer: Mutex<Committer>,
-    /// Submitters may commit themselves (`os` mode).
-    inline: bool,
     shared: Arc<Shared>,
 }
 
@@ -195,7 +198,7 @@ impl Pipeline {
 
 /// What a submitter does once its requests are queued.
 enum Then {
-    /// Commit them on this thread (`os` mode), with what else is queued.
+    /// Commit them on this thread, with what else is queued.
     Lead,
     /// Wake the commit thread.
     Wake,
@@ -211,7 +214,7 @@ pub(crate) struct CommitHandle {
 
 impl CommitHandle {
     fn push(&self, r: Request) {
-        let then = if self.p.inline && !matches!(r, Request::Control(..)) {
+        let then = if !matches!(r, Request::Control(..)) {
             Then::Lead
         } else {
             Then::Wake
@@ -247,33 +250,22 @@ impl CommitHandle {
     }
 
     /// Queues several writes together (one queue lock). With `lead`, they
-    /// are committed at once (by this thread in `os` mode); without it, in
-    /// `os` mode, they wait for [`CommitHandle::commit_queued`] (or for the
-    /// commit thread's next look, at most `IDLE_POLL` later).
+    /// are committed at once (by this thread, unless another is
+    /// committing); without it, they wait for
+    /// [`CommitHandle::commit_queued`] (or for the commit thread's next
+    /// look, at most `IDLE_POLL` later).
     pub fn submit_many(&self, writes: Vec<(WriteOp, WriteCallback)>, lead: bool) {
-        let then = match (self.p.inline, lead) {
-            (false, _) => Then::Wake,
-            (true, true) => Then::Lead,
-            (true, false) => Then::Defer,
-        };
+        let then = if lead { Then::Lead } else { Then::Defer };
         let requests = writes
             .into_iter()
             .map(|(op, done)| Request::Write(op, done));
         self.push_all(requests, then);
     }
 
-    /// Commits what is queued, on this thread in `os` mode (unless another
-    /// thread is committing: it takes them). A no-op in `sync` mode, where
-    /// the commit thread takes every request as it comes.
+    /// Commits what is queued, on this thread (unless another thread is
+    /// committing: it takes them).
     pub fn commit_queued(&self) {
-        if self.p.inline {
-            self.p.lead();
-        }
-    }
-
-    /// True if submitting threads commit themselves (`os` mode).
-    pub fn commits_inline(&self) -> bool {
-        self.p.inline
+        self.p.lead();
     }
 
     /// Submits a transaction, ordered with writes.
@@ -367,7 +359,6 @@ pub(crate) fn start(
             buf: Vec::with_capacity(BATCH_BYTES_MAX),
             stage: stage.clone(),
         }),
-        inline: shared.opts.durability == Durability::Os,
         shared,
     });
     let thread_p = p.clone();

@@ -561,12 +561,11 @@ impl Db {
         self.queue_many(writes, true);
     }
 
-    /// Like [`Db::submit_many`], but in `os` mode the writes only join the
-    /// commit queue: the caller commits them with [`Db::commit_queued`]
-    /// once other threads have had a chance to queue theirs, so that
-    /// writes of many connections share one log write (the commit thread
-    /// takes them anyway within a few milliseconds). In `sync` mode this
-    /// is `submit_many`.
+    /// Like [`Db::submit_many`], but the writes only join the commit
+    /// queue: the caller commits them with [`Db::commit_queued`] once other
+    /// threads have had a chance to queue theirs, so that writes of many
+    /// connections share one log write (if nobody does, the commit thread
+    /// takes them within 100 ms).
     pub fn submit_many_deferred(&self, writes: Vec<(WriteOp, WriteCallback)>) {
         self.queue_many(writes, false);
     }
@@ -576,12 +575,6 @@ impl Db {
     /// committing them already.
     pub fn commit_queued(&self) {
         self.inner.commit.commit_queued();
-    }
-
-    /// True if writes are committed by the submitting threads (`os` mode);
-    /// false if the commit thread does it (`sync` mode).
-    pub fn commits_inline(&self) -> bool {
-        self.inner.commit.commits_inline()
     }
 
     fn queue_many(&self, writes: Vec<(WriteOp, WriteCallback)>, lead: bool) {

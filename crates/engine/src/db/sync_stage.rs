@@ -1,12 +1,14 @@
 //! The sync stage of `sync` durability: the log's fdatasyncs run on a
-//! thread of their own, so that the commit thread appends the next batch
+//! thread of their own, so that the committer appends the next batch
 //! while the current one is being synced.
 //!
-//! The commit thread appends a batch to the log, inserts it into the
-//! memtable under its sequence number **without publishing it**, and hands
-//! it here ([`SyncStage::hand_over`]). This thread takes every batch handed
-//! over so far, fdatasyncs the log once, and then publishes those batches
-//! in order (sequence number, cache invalidation, acknowledgements; see
+//! The committer (the leading writer or the commit thread, whoever holds
+//! the log: see [`super::commit`]) appends a batch to the log, inserts it
+//! into the memtable under its sequence number **without publishing it**,
+//! and hands it here ([`SyncStage::hand_over`]). This thread takes every
+//! batch handed over so far, fdatasyncs the log once, and then publishes
+//! those batches in order (sequence number, cache updates,
+//! acknowledgements; see
 //! [`super::commit::publish`]). A sync starts as soon as the previous one
 //! ends and covers everything appended by then, so concurrent writers share
 //! few, large syncs (the batching of PostgreSQL's and Redis's `always`
@@ -18,7 +20,7 @@
 //!   covers it; acknowledgements are sent after that fdatasync returned Ok.
 //! - *Nothing is visible before it is durable*: readers see memtable
 //!   versions only up to the published sequence number
-//!   ([`crate::memtable`]); the commit thread alone reads the unpublished
+//!   ([`crate::memtable`]); the committer alone reads the unpublished
 //!   ones (`SEQ_LATEST`), to decide deletes, collection moves and
 //!   transactions against the newest state.
 //! - *Order*: batches are published in the order they were appended, by
@@ -61,7 +63,7 @@ struct State {
     stop: bool,
 }
 
-/// The hand-over point between the commit thread and the sync thread.
+/// The hand-over point between the committer and the sync thread.
 pub(super) struct SyncStage {
     state: Mutex<State>,
     /// Wakes the sync thread, and whoever waits in [`SyncStage::drain`].

@@ -412,18 +412,17 @@ impl Conn {
     }
 
     /// Hands the batched writes to the engine, in order. When other
-    /// clients are connected and this thread would commit them itself
-    /// (`os` mode), they are only queued: the loop yields once so that the
-    /// connections ready on this thread queue theirs too, then commits
-    /// them all with one log write ([`Conn::commit_pending`]), as Redis
-    /// writes its log once per event-loop pass.
+    /// clients are connected they are only queued: the loop yields once so
+    /// that the connections ready on this thread queue theirs too, then
+    /// commits them all with one log write ([`Conn::commit_pending`]), as
+    /// Redis writes its log once per event-loop pass.
     fn submit_batch(&mut self) {
         if self.batch.is_empty() {
             return;
         }
         let batch = std::mem::take(&mut self.batch);
         let db = &self.ctx.db;
-        if db.commits_inline() && self.ctx.counters.connections.load(Ordering::Relaxed) > 1 {
+        if self.ctx.counters.connections.load(Ordering::Relaxed) > 1 {
             db.submit_many_deferred(batch);
             self.commit_pending = true;
         } else {
