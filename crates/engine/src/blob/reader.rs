@@ -116,7 +116,17 @@ impl BlobReader {
                 r.offset, r.len, self.meta.file_size
             )));
         }
-        let mut buf = vec![0u8; len];
+        // Zeroed by hand, not by `vec![0; len]`: for a large value that asks
+        // jemalloc for zeroed pages, which it gets by returning recycled
+        // ones to the kernel and faulting them back in (2% of the server
+        // under an 80%-read mix); a memset is cheaper and warms the lines
+        // the read then fills.
+        #[allow(clippy::slow_vector_initialization)] // faster here: see above
+        let mut buf = {
+            let mut b = Vec::with_capacity(len);
+            b.resize(len, 0u8);
+            b
+        };
         read_exact(&*self.file, &self.path, &mut buf, r.offset)?;
         let head = parse_head(self.meta.number, &buf).map_err(corrupt)?;
         if head.crc != r.checksum {
