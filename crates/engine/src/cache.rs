@@ -19,14 +19,15 @@
 
 use bytes::Bytes;
 use lru::LruCache;
-
-/// The shards' map hasher: foldhash, randomly seeded per process and much
-/// cheaper than the default SipHash on short keys (under `get` this was
-/// the largest user-space cost of a cached read). It is no cryptographic
-/// defence against chosen collisions; each shard is bounded in bytes.
-type Hasher = foldhash::fast::RandomState;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The hasher of the caches' maps (this one and the block cache): foldhash,
+/// randomly seeded per process and much cheaper than the default SipHash
+/// on short keys (under `get` SipHash was the largest user-space cost of a
+/// cached read). It is no cryptographic defence against chosen collisions;
+/// each shard is bounded in bytes.
+pub(crate) type FastHasher = foldhash::fast::RandomState;
 
 /// Number of independently locked shards.
 pub const CACHE_SHARDS: usize = 32;
@@ -34,9 +35,34 @@ pub const CACHE_SHARDS: usize = 32;
 const ENTRY_OVERHEAD: usize = 64;
 
 struct Shard {
-    lru: LruCache<Bytes, Bytes, Hasher>,
+    lru: LruCache<Bytes, Bytes, FastHasher>,
     bytes: usize,
     invalidated_at: u64,
+}
+
+/// Bytes charged for an entry.
+fn charge(key: &[u8], value: &[u8]) -> usize {
+    key.len() + value.len() + ENTRY_OVERHEAD
+}
+
+impl Shard {
+    /// Drops least recently used entries until at most `capacity` bytes
+    /// are held.
+    fn evict_to(&mut self, capacity: usize) {
+        while self.bytes > capacity {
+            match self.lru.pop_lru() {
+                Some((k, v)) => self.bytes -= charge(&k, &v),
+                None => break,
+            }
+        }
+    }
+
+    /// Drops `key`'s entry, if any.
+    fn remove(&mut self, key: &[u8]) {
+        if let Some(old) = self.lru.pop(key) {
+            self.bytes -= charge(key, &old);
+        }
+    }
 }
 
 /// A sharded LRU cache of values.
@@ -62,7 +88,7 @@ impl ValueCache {
             shards: (0..CACHE_SHARDS)
                 .map(|_| {
                     Mutex::new(Shard {
-                        lru: LruCache::unbounded_with_hasher(Hasher::default()),
+                        lru: LruCache::unbounded_with_hasher(FastHasher::default()),
                         bytes: 0,
                         invalidated_at: 0,
                     })
@@ -98,8 +124,8 @@ impl ValueCache {
     /// Caches `value` read from disk by a reader that started at write
     /// sequence `read_seq`, unless the shard was invalidated since.
     pub fn insert(&self, key: &[u8], value: &Bytes, read_seq: u64) {
-        let charge = key.len() + value.len() + ENTRY_OVERHEAD;
-        if charge > self.shard_capacity / 4 {
+        let add = charge(key, value);
+        if add > self.shard_capacity / 4 {
             return;
         }
         let mut s = self.shard(key).lock();
@@ -109,15 +135,10 @@ impl ValueCache {
         // Copy so a small value does not pin the whole block it came from.
         let k = Bytes::copy_from_slice(key);
         if let Some(old) = s.lru.put(k, Bytes::copy_from_slice(value)) {
-            s.bytes -= key.len() + old.len() + ENTRY_OVERHEAD;
+            s.bytes -= charge(key, &old);
         }
-        s.bytes += charge;
-        while s.bytes > self.shard_capacity {
-            match s.lru.pop_lru() {
-                Some((k, v)) => s.bytes -= k.len() + v.len() + ENTRY_OVERHEAD,
-                None => break,
-            }
-        }
+        s.bytes += add;
+        s.evict_to(self.shard_capacity);
     }
 
     /// Records that a write with sequence `seq` set `key` to `value` (or
@@ -133,10 +154,8 @@ impl ValueCache {
         }
         let mut s = self.shard(key).lock();
         s.invalidated_at = s.invalidated_at.max(seq);
-        let fits =
-            value.is_some_and(|v| key.len() + v.len() + ENTRY_OVERHEAD <= self.shard_capacity / 4);
         match value {
-            Some(v) if fits => {
+            Some(v) if charge(key, v) <= self.shard_capacity / 4 => {
                 let Some(slot) = s.lru.get_mut(key) else {
                     return;
                 };
@@ -144,18 +163,9 @@ impl ValueCache {
                 // arrived in.
                 let old = std::mem::replace(slot, Bytes::copy_from_slice(v));
                 s.bytes = s.bytes - old.len() + v.len();
-                while s.bytes > self.shard_capacity {
-                    match s.lru.pop_lru() {
-                        Some((k, v)) => s.bytes -= k.len() + v.len() + ENTRY_OVERHEAD,
-                        None => break,
-                    }
-                }
+                s.evict_to(self.shard_capacity);
             }
-            _ => {
-                if let Some(old) = s.lru.pop(key) {
-                    s.bytes -= key.len() + old.len() + ENTRY_OVERHEAD;
-                }
-            }
+            _ => s.remove(key),
         }
     }
 

@@ -13,13 +13,8 @@
 //! blocks of a deleted table age out of the LRU order.
 
 use super::block::Block;
+use crate::cache::FastHasher;
 use lru::LruCache;
-
-/// The shards' map hasher: foldhash, randomly seeded per process and much
-/// cheaper than the default SipHash on short keys (under `get` this was
-/// the largest user-space cost of a cached read). It is no cryptographic
-/// defence against chosen collisions; each shard is bounded in bytes.
-type Hasher = foldhash::fast::RandomState;
 use parking_lot::Mutex;
 
 /// Number of independently locked shards.
@@ -28,7 +23,7 @@ pub const BLOCK_CACHE_SHARDS: usize = 16;
 const BLOCK_OVERHEAD: usize = 96;
 
 struct Shard {
-    lru: LruCache<(u64, u32), Block, Hasher>,
+    lru: LruCache<(u64, u32), Block, FastHasher>,
     bytes: usize,
 }
 
@@ -53,7 +48,7 @@ impl BlockCache {
             shards: (0..BLOCK_CACHE_SHARDS)
                 .map(|_| {
                     Mutex::new(Shard {
-                        lru: LruCache::unbounded_with_hasher(Hasher::default()),
+                        lru: LruCache::unbounded_with_hasher(FastHasher::default()),
                         bytes: 0,
                     })
                 })

@@ -63,9 +63,7 @@ impl Output {
                     }
                     Wire::Text => {}
                     Wire::Resp(_) => {
-                        let before = self.tail.len();
-                        resp::encode_bulk_header(&mut self.tail, v.len());
-                        self.len += self.tail.len() - before;
+                        self.encode_tail(|t| resp::encode_bulk_header(t, v.len()));
                         self.share(v.clone());
                         self.append(b"\r\n");
                         return;
@@ -73,8 +71,13 @@ impl Output {
                 }
             }
         }
+        self.encode_tail(|t| wire.encode(t, reply));
+    }
+
+    /// Encodes at the end of the tail with `f`, counting what it adds.
+    fn encode_tail(&mut self, f: impl FnOnce(&mut BytesMut)) {
         let before = self.tail.len();
-        wire.encode(&mut self.tail, reply);
+        f(&mut self.tail);
         self.len += self.tail.len() - before;
     }
 
