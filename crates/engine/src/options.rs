@@ -98,8 +98,10 @@ pub struct Options {
     pub level_size_multiplier: u64,
     /// Target size of the smallest non-zero level.
     pub base_level_size: u64,
-    /// Preallocate (zero-fill) and recycle log files so an fdatasync needs
-    /// no metadata update.
+    /// Recycle flushed log files (overwrite one instead of creating a new
+    /// one; in `os` mode only while writes come in) and, in `sync` mode,
+    /// preallocate (zero-fill) new ones, so an fdatasync needs no metadata
+    /// update.
     pub wal_preallocate: bool,
 }
 
@@ -111,7 +113,7 @@ impl Options {
             fs: Arc::new(RealFs),
             durability: Durability::Os,
             wal_sync_interval: Duration::from_millis(100),
-            memtable_size: 64 * 1024 * 1024,
+            memtable_size: 128 * 1024 * 1024,
             max_immutable_memtables: 2,
             value_len_max: VALUE_LEN_MAX_DEFAULT,
             cache_size: 64 * 1024 * 1024,

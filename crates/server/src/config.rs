@@ -31,8 +31,9 @@ pub struct Config {
     pub data_dir: PathBuf,
 
     /// Bytes of keys and values buffered in memory before a flush to a table
-    /// file.
-    #[arg(long, env = "ESCABELO_MEMTABLE_SIZE", default_value = "64MiB", value_parser = parse_size)]
+    /// file. Overwritten versions count until the flush, so a larger
+    /// memtable flushes fewer dead versions of hot keys (docs/performance.md).
+    #[arg(long, env = "ESCABELO_MEMTABLE_SIZE", default_value = "128MiB", value_parser = parse_size)]
     pub memtable_size: u64,
 
     /// Period of the background compaction check.
@@ -367,7 +368,7 @@ mod tests {
     fn defaults_map_to_options() {
         let c = Config::try_parse_from(["escabelo"]).unwrap();
         let o = c.engine_options().unwrap();
-        assert_eq!(o.memtable_size, 64 << 20);
+        assert_eq!(o.memtable_size, 128 << 20);
         assert_eq!(o.value_len_max, 16 << 20);
         assert_eq!(o.durability, Durability::Os);
         assert_eq!(c.metrics_port, 9187);

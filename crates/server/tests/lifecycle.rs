@@ -69,7 +69,7 @@ fn help_lists_flags_with_defaults() {
         "--log-level",
         "ESCABELO_PORT",
         "[default: 8080]",
-        "[default: 64MiB]",
+        "[default: 128MiB]",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }

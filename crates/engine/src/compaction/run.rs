@@ -56,6 +56,11 @@ fn run_thread(shared: Arc<Shared>, commit: CommitHandle) {
             // this thread (backpressure on level 0).
             commit.control_async(Control::Rotate);
         }
+        if idle && !shared.recycles_logs() {
+            // `os` mode: a spare log is worth keeping only while writes
+            // come in; an idle database holds only live files.
+            shared.remove_recyclable_logs();
+        }
         loop {
             if shared.shutdown.load(Ordering::Acquire) {
                 return;

@@ -802,9 +802,15 @@ impl Committer {
         if self.shared.super_version().mem.is_empty() {
             return Ok(());
         }
+        let recycles = self.shared.recycles_logs();
         let (number, recycle) = {
             let mut vs = self.shared.vs.lock();
-            (vs.new_file_number(), vs.recyclable_logs.pop())
+            let recycle = if recycles {
+                vs.recyclable_logs.pop()
+            } else {
+                None
+            };
+            (vs.new_file_number(), recycle)
         };
         let o = &self.shared.opts;
         let prealloc = if o.durability == Durability::Sync && o.wal_preallocate && recycle.is_none()

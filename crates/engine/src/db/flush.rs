@@ -23,7 +23,6 @@ use crate::blob::{BlobReader, BlobWriter};
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::{BlobEntry, TableEntry, VersionEdit};
 use crate::memtable::Memtable;
-use crate::options::Durability;
 use crate::table::{SeqRange, Table, TableBuilder};
 use crate::types::Value;
 use crate::version::{blob_name, log_name, table_name, Version};
@@ -174,6 +173,7 @@ fn flush_one(shared: &Arc<Shared>, imm: &Arc<Memtable>) -> Result<()> {
     }
     edit.blob_garbage = garbage.into_iter().filter(|(_, b)| *b > 0).collect();
     let entries = imm.len();
+    let recycles = shared.recycles_logs();
     let mut vs = shared.vs.lock();
     // The oldest frozen memtable is the one being flushed: only this
     // thread removes memtables from the queue.
@@ -195,8 +195,7 @@ fn flush_one(shared: &Arc<Shared>, imm: &Arc<Memtable>) -> Result<()> {
     }
     vs.live_logs.retain(|(n, _)| *n != imm.log_number());
     let log_path = shared.path(&log_name(imm.log_number()));
-    let o = &shared.opts;
-    if o.durability == Durability::Sync && o.wal_preallocate && vs.recyclable_logs.is_empty() {
+    if recycles && vs.recyclable_logs.is_empty() {
         let size = shared
             .fs
             .open(&log_path, crate::fs::OpenMode::Read)

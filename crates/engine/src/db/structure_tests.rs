@@ -190,3 +190,68 @@ fn failed_dir_sync_after_current_rename_keeps_edits_in_the_named_manifest() {
     }
     db.close().unwrap();
 }
+
+fn log_files(fs: &MemFs) -> Vec<String> {
+    use crate::fs::FileSystem;
+    let mut logs: Vec<String> = fs
+        .list_dir(std::path::Path::new(DIR))
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.ends_with(".log"))
+        .collect();
+    logs.sort();
+    logs
+}
+
+/// In `os` mode a flushed log is kept and overwritten by a later one while
+/// writes come in (less work for the file system than a new file), and
+/// dropped once writes pause, so an idle database holds no spare log; the
+/// data of recycled logs survives a crash.
+#[test]
+fn os_mode_recycles_logs_while_busy_and_keeps_no_spare_when_idle() {
+    let fs = MemFs::new();
+    let db = Db::open(options(&fs)).unwrap();
+    let shared = db.inner.shared.clone();
+    let value = vec![b'v'; 4000];
+    let mut recycled = false;
+    // Each round fills more than a memtable, so logs rotate and flush.
+    for round in 0..6u32 {
+        for i in 0..400u32 {
+            db.put(format!("k{i:04}").as_bytes(), &value).unwrap();
+        }
+        db.put(b"round", round.to_string().as_bytes()).unwrap();
+        db.flush().unwrap();
+        recycled |= !shared.vs.lock().recyclable_logs.is_empty();
+    }
+    assert!(recycled, "no flushed log was kept for reuse while busy");
+    // Recycled logs hold the newest data: it survives a crash.
+    let after = fs.crash(CrashMode::ProcessKill);
+    let reopened = Db::open(options(&after)).unwrap();
+    assert_eq!(get(&reopened, "round").as_deref(), Some("5"));
+    assert_eq!(reopened.get(b"k0399").unwrap().as_deref(), Some(&value[..]));
+    reopened.close().unwrap();
+
+    // Writes pause: the compaction thread's idle check drops the spare.
+    *shared.last_write.lock() = std::time::Instant::now() - crate::compaction::IDLE_FLUSH_AFTER * 2;
+    assert!(!shared.recycles_logs());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !shared.vs.lock().recyclable_logs.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the spare log was not removed when idle"
+        );
+        shared.wake_background();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Only the current log is left (the idle flush may have rotated it).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while log_files(&fs).len() > 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "logs left when idle: {:?}",
+            log_files(&fs)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    db.close().unwrap();
+}

@@ -249,6 +249,17 @@ pub async fn serve(mut stream: TcpStream, ctx: Context) {
     };
     let (mut rd, wr) = stream.split();
     let mut stopping = *shutdown.borrow();
+    // Made once: a `changed()` made anew in every pass of the loop would
+    // register and drop a waiter (a lock) per request.
+    let stop_signal = async {
+        // A closed channel means the server is gone: stop too.
+        while shutdown.changed().await.is_ok() {
+            if *shutdown.borrow() {
+                return;
+            }
+        }
+    };
+    tokio::pin!(stop_signal);
     let mut read_size = READ_MIN;
     loop {
         conn.resolve_front();
@@ -320,10 +331,7 @@ pub async fn serve(mut stream: TcpStream, ctx: Context) {
             },
             done = wait_front(&mut conn.queue), if waiting => conn.complete_front(done),
             _ = sleep_until(deadline), if deadline.is_some() => conn.detect_expired = true,
-            r = shutdown.changed(), if !stopping => {
-                // A closed channel means the server is gone: stop too.
-                stopping = r.is_err() || *shutdown.borrow();
-            }
+            _ = &mut stop_signal, if !stopping => stopping = true,
         }
         if conn.inbuf.is_empty() && conn.inbuf.capacity() > KEEP_BUFFER {
             conn.inbuf = BytesMut::new();
