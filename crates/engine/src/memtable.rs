@@ -26,6 +26,17 @@
 //! Old versions stay until the memtable is flushed; each is charged to
 //! [`Memtable::size`], so the memtable is still bounded by its size limit.
 //! A flush writes only the newest version of each key.
+//!
+//! # The point-lookup index
+//!
+//! Besides the skiplist (key order, for scans and flush), every key's chain
+//! is in a concurrent hash map ([`papaya`]), which point reads and the
+//! commit thread's inserts use instead of a skiplist search: a search of a
+//! memtable of 100,000 keys compared about 35 keys (`memcmp` and
+//! `try_pin_loop` took half of the CPU of pipelined GETs). Both maps hold
+//! the same `Arc<Chain>` and only ever gain keys; a new key is put in the
+//! skiplist, then in the index, before its batch's sequence number is
+//! published, so a reader whose snapshot includes the key finds it in both.
 
 use crate::types::Value;
 use bytes::Bytes;
@@ -34,9 +45,11 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::sync::Arc;
 
-/// Bytes charged per key on top of key and value, for the skiplist node.
-pub const ENTRY_OVERHEAD: usize = 48;
+/// Bytes charged per key on top of key and value: the skiplist node, the
+/// index entry (a copy of the key's handle and a slot) and the chain.
+pub const ENTRY_OVERHEAD: usize = 128;
 /// Bytes charged per additional version of a key.
 pub const VERSION_OVERHEAD: usize = 32;
 /// A snapshot sequence number that sees every version.
@@ -137,8 +150,11 @@ impl std::fmt::Debug for Chain {
 /// An ordered in-memory table of recent versions.
 #[derive(Debug)]
 pub struct Memtable {
-    /// Each key's chain of versions; the head is swapped, the node kept.
-    map: SkipMap<Bytes, Chain>,
+    /// Each key's chain of versions, in key order; the head is swapped,
+    /// the node kept.
+    map: SkipMap<Bytes, Arc<Chain>>,
+    /// The same chains by key, for point lookups (see the module docs).
+    index: papaya::HashMap<Bytes, Arc<Chain>, crate::cache::FastHasher>,
     size: AtomicU64,
     log_number: u64,
     /// Bytes of blob records that entries replaced in this memtable pointed
@@ -151,6 +167,7 @@ impl Memtable {
     pub fn new(log_number: u64) -> Memtable {
         Memtable {
             map: SkipMap::new(),
+            index: papaya::HashMap::with_hasher(crate::cache::FastHasher::default()),
             size: AtomicU64::new(0),
             log_number,
             blob_garbage: Mutex::new(HashMap::new()),
@@ -181,9 +198,9 @@ impl Memtable {
     /// `seq`; must only be called by one thread at a time, with
     /// non-decreasing `seq`.
     pub fn insert(&self, key: Bytes, value: Value, seq: u64) {
-        let add = match self.map.get(&key) {
-            Some(e) => {
-                let chain = e.value();
+        let index = self.index.pin();
+        let add = match index.get(&key[..]) {
+            Some(chain) => {
                 let old = chain.newest();
                 if let Value::Blob(r) = &old.value {
                     *self.blob_garbage.lock().entry(r.file).or_insert(0) += u64::from(r.len);
@@ -195,8 +212,11 @@ impl Memtable {
             }
             None => {
                 let add = key.len() + value.encoded_len() + ENTRY_OVERHEAD;
-                // Only the commit thread inserts: the key is still absent.
-                self.map.insert(key, Chain::new(seq, value));
+                // Only the commit thread inserts: the key is still absent
+                // from both maps.
+                let chain = Arc::new(Chain::new(seq, value));
+                self.map.insert(key.clone(), chain.clone());
+                index.insert(key, chain);
                 add
             }
         };
@@ -205,8 +225,9 @@ impl Memtable {
 
     /// The newest entry for `key` (a tombstone included) visible at `snap`.
     pub fn get(&self, key: &[u8], snap: u64) -> Option<Value> {
-        let e = self.map.get(key)?;
-        e.value().visible(snap).map(|v| v.value.clone())
+        let index = self.index.pin();
+        let chain = index.get(key)?;
+        chain.visible(snap).map(|v| v.value.clone())
     }
 
     /// Entries visible at `snap` with keys from `start` on, in order: up to
