@@ -15,16 +15,27 @@ use std::sync::Arc;
 
 /// Reads the current value of `key`.
 pub(super) fn get(shared: &Shared, key: &[u8]) -> Result<Option<Bytes>> {
-    // The sequence number is read before anything is looked at; see
-    // crate::cache.
-    let (sv, seq) = shared.snapshot();
-    if let Some(v) = sv.get_mem(key, seq) {
-        return match v {
-            Value::Inline(b) => Ok(Some(b)),
-            Value::Blob(r) => sv.version.read_blob(&r, key).map(Some),
-            Value::Tombstone => Ok(None),
-        };
-    }
+    // The memtables are searched under the super-version's read lock, so
+    // that the common case (a hot key found there) takes no reference to
+    // the super-version: while the lock is held no other super-version can
+    // be installed, so the one read is current when the sequence number is
+    // read, as with `Shared::snapshot`. A memtable search touches memory
+    // only, so the lock is held briefly. The sequence number is read before
+    // anything is looked at; see crate::cache.
+    let (sv, seq) = {
+        let current = shared.sv.read();
+        let seq = shared.seq.load(std::sync::atomic::Ordering::SeqCst);
+        match current.get_mem(key, seq) {
+            Some(Value::Inline(b)) => return Ok(Some(b)),
+            Some(Value::Tombstone) => return Ok(None),
+            Some(Value::Blob(r)) => {
+                let sv = current.clone();
+                drop(current);
+                return sv.version.read_blob(&r, key).map(Some);
+            }
+            None => (current.clone(), seq),
+        }
+    };
     if let Some(v) = shared.cache.get(key) {
         return Ok(Some(v));
     }

@@ -348,20 +348,43 @@ pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
     lookup_index(name).map(|i| &COMMANDS[i])
 }
 
-/// The position in [`COMMANDS`] (and [`COMMAND_NAMES`]) of a command name
-/// (any case).
-pub fn lookup_index(name: &[u8]) -> Option<usize> {
-    if name.len() > 16 {
+/// Longest command name.
+const NAME_LEN_MAX: usize = 16;
+
+/// A command name of at most [`NAME_LEN_MAX`] bytes, lowercased and packed
+/// into one integer (zero-padded, so a name holding a zero byte is no
+/// command), so that a lookup compares integers instead of calling
+/// `memcmp` for each probe (the binary search over names took 10% of a
+/// pipelined GET).
+fn pack_name(name: &[u8]) -> Option<u128> {
+    if name.len() > NAME_LEN_MAX || name.contains(&0) {
         return None;
     }
-    let mut lower = [0u8; 16];
+    let mut lower = [0u8; NAME_LEN_MAX];
     for (d, s) in lower.iter_mut().zip(name) {
         *d = s.to_ascii_lowercase();
     }
-    let lower = &lower[..name.len()];
-    COMMANDS
-        .binary_search_by(|s| s.name.as_bytes().cmp(lower))
+    Some(u128::from_le_bytes(lower))
+}
+
+/// The position in [`COMMANDS`] (and [`COMMAND_NAMES`]) of a command name
+/// (any case).
+pub fn lookup_index(name: &[u8]) -> Option<usize> {
+    static PACKED: std::sync::OnceLock<Vec<(u128, usize)>> = std::sync::OnceLock::new();
+    let packed = PACKED.get_or_init(|| {
+        let mut v: Vec<(u128, usize)> = COMMANDS
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| pack_name(s.name.as_bytes()).map(|k| (k, i)))
+            .collect();
+        v.sort_unstable();
+        v
+    });
+    let key = pack_name(name)?;
+    packed
+        .binary_search_by_key(&key, |e| e.0)
         .ok()
+        .map(|i| packed[i].1)
 }
 
 /// Whether `name` (any case) is a Redis command served here.
@@ -552,6 +575,26 @@ mod tests {
         assert_eq!(names, sorted);
         assert_eq!(names, COMMAND_NAMES);
         assert!(is_command(b"GET") && is_command(b"gEt") && !is_command(b"read"));
+    }
+
+    #[test]
+    fn every_command_is_found_by_its_name_in_any_case() {
+        for (i, s) in COMMANDS.iter().enumerate() {
+            assert!(s.name.len() <= NAME_LEN_MAX, "{} is too long", s.name);
+            assert_eq!(lookup_index(s.name.as_bytes()), Some(i), "{}", s.name);
+            let upper = s.name.to_ascii_uppercase();
+            assert_eq!(lookup_index(upper.as_bytes()), Some(i), "{upper}");
+        }
+        for other in [
+            &b""[..],
+            b"ge",
+            b"gett",
+            b"get\0",
+            b"\0",
+            b"averyverylongcommandname",
+        ] {
+            assert_eq!(lookup_index(other), None, "{other:?}");
+        }
     }
 
     #[test]

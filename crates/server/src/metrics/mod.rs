@@ -23,8 +23,12 @@ use bytes::Bytes;
 use escabelo_engine::db::metrics::LATENCY_BOUNDS_NS;
 use escabelo_engine::{Db, Histogram, HistogramSnapshot, Stats, WriteHistograms};
 use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
+/// The clock of the request-latency histograms: the CPU's time-stamp
+/// counter where it is usable (calibrated against the system clock by
+/// `quanta`), which costs a few nanoseconds where `clock_gettime` took 6%
+/// of a pipelined GET.
+use quanta::Instant;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 use tokio::sync::oneshot;
 
 /// Text-protocol commands, as the `command` label names them; requests
