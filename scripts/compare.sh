@@ -15,7 +15,10 @@
 #          The preload (every key written once, 50 connections) always runs
 #          first and is reported as phase "preload" (its rate is the load rate).
 #   SETUPS ["escabelo-os escabelo-sync redis-everysec redis-always"]
-#          (redis-none, Redis without persistence, may be added)
+#          (redis-none, Redis without persistence, may be added; so may
+#          escabelo-os-b and escabelo-sync-b: a second Escabelo build or
+#          setting, ESCABELO_B_BIN started with ESCABELO_B_FLAGS, to compare
+#          two of them in the same alternating run)
 #   VALUE_SIZE [0] (0: the challenge's size bands; N: every value N bytes)
 #   ESCABELO_PROTOCOL [text] protocol spoken to Escabelo (text or resp;
 #          Redis is always spoken to in RESP)
@@ -25,6 +28,7 @@
 #   OUT_DIR [bench-results]  where compare-<time>.jsonl and .md are written
 #   BASE_PORT [17380]  ESCABELO_BIN [target/release/escabelo]
 #   BENCH_BIN [target/release/escabelo-bench]  REDIS_BIN [redis-server]
+#   ESCABELO_B_BIN [ESCABELO_BIN]  ESCABELO_B_FLAGS [""] (for the -b setups)
 #   KEEP_TMP [0] (1 keeps the temp directory)  SKIP_BUILD [0] (1: no cargo build)
 #
 # Figures, per phase and setup (server figures are sampled just before and
@@ -62,6 +66,8 @@ BASE_PORT=${BASE_PORT:-17380}
 ESCABELO_BIN=${ESCABELO_BIN:-target/release/escabelo}
 BENCH_BIN=${BENCH_BIN:-target/release/escabelo-bench}
 REDIS_BIN=${REDIS_BIN:-redis-server}
+ESCABELO_B_BIN=${ESCABELO_B_BIN:-$ESCABELO_BIN}
+ESCABELO_B_FLAGS=${ESCABELO_B_FLAGS:-}
 KEEP_TMP=${KEEP_TMP:-0}
 SKIP_BUILD=${SKIP_BUILD:-0}
 
@@ -77,7 +83,8 @@ for p in $PHASES; do
 done
 for s in $SETUPS; do
     case "$s" in
-        escabelo-os|escabelo-sync|redis-everysec|redis-always|redis-none) ;;
+        escabelo-os|escabelo-sync|escabelo-os-b|escabelo-sync-b) ;;
+        redis-everysec|redis-always|redis-none) ;;
         *) die "unknown setup '$s'" ;;
     esac
 done
@@ -199,6 +206,12 @@ start_server() {
         escabelo-os|escabelo-sync)
             "$ESCABELO_BIN" --port "$port" --data-dir "$dir" --bind 127.0.0.1 --metrics-port 0 \
                 --durability "${setup#escabelo-}" >"$logf" 2>&1 &
+            ;;
+        escabelo-os-b|escabelo-sync-b)
+            local mode=${setup#escabelo-}
+            # shellcheck disable=SC2086 # ESCABELO_B_FLAGS is a list of flags
+            "$ESCABELO_B_BIN" --port "$port" --data-dir "$dir" --bind 127.0.0.1 --metrics-port 0 \
+                --durability "${mode%-b}" $ESCABELO_B_FLAGS >"$logf" 2>&1 &
             ;;
         redis-always|redis-everysec)
             "$REDIS_BIN" --port "$port" --bind 127.0.0.1 --dir "$dir" --daemonize no \

@@ -7,12 +7,16 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Result alias used throughout the engine.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Errors returned by the storage engine.
-#[derive(Debug, thiserror::Error)]
+///
+/// Cloneable (the I/O cause is shared), because one failure can be the
+/// answer to many requests: every write of a batch whose log write failed.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// An I/O operation failed. `context` names the operation and the file.
     #[error("{context}: {source}")]
@@ -21,7 +25,7 @@ pub enum Error {
         context: String,
         /// The underlying operating-system error.
         #[source]
-        source: io::Error,
+        source: Arc<io::Error>,
     },
     /// The disk is full: the operation was not made durable and nothing was
     /// acknowledged. Writes work again once space is freed.
@@ -64,7 +68,10 @@ impl Error {
         if is_no_space(&source) {
             Error::NoSpace { context }
         } else {
-            Error::Io { context, source }
+            Error::Io {
+                context,
+                source: Arc::new(source),
+            }
         }
     }
 

@@ -86,6 +86,11 @@ pub struct Options {
     /// schedule the work themselves, and for tests that need to choose the
     /// moment).
     pub blob_gc_background: bool,
+    /// How much lower than the threads that call the engine its flush,
+    /// compaction and blob collection threads run, as a nice increment
+    /// (0 to 19; 0 keeps them equal; Linux only). See
+    /// [`crate::db::BACKGROUND_NICE`].
+    pub background_nice: i32,
     /// Target size of a table file written by compaction.
     pub table_file_size: u64,
     /// Number of level-0 files that triggers a compaction.
@@ -123,6 +128,7 @@ impl Options {
             blob_file_size: 64 * 1024 * 1024,
             blob_gc_threshold: 0.25,
             blob_gc_background: true,
+            background_nice: crate::db::BACKGROUND_NICE,
             table_file_size: 16 * 1024 * 1024,
             l0_compaction_trigger: 4,
             l0_slowdown: 12,

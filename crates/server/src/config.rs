@@ -73,8 +73,10 @@ pub struct Config {
     /// Threads serving client connections (parsing, replies, reads, and in
     /// `os` mode the log writes); 0, the default, means one per core.
     /// Flushes, compactions, blob collection and the `sync` mode
-    /// fdatasyncs run on threads of their own. One thread measured no
-    /// better than two on a 2-core machine (docs/performance.md).
+    /// fdatasyncs run on threads of their own. 1 runs a single-threaded
+    /// event loop, as Redis does: on 2 cores shared with the clients it
+    /// served 14% more reads only but fewer writes than two threads
+    /// (docs/performance.md, fifth pass), so the default stays one per core.
     #[arg(long, env = "ESCABELO_IO_THREADS", default_value_t = 0)]
     pub io_threads: usize,
 

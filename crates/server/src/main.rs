@@ -26,10 +26,17 @@ fn main() -> ExitCode {
     if let Some(tool) = cfg.command.clone() {
         return run_tool(&cfg, tool);
     }
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if cfg.io_threads > 0 {
-        builder.worker_threads(cfg.io_threads);
-    }
+    // One I/O thread is a single-threaded event loop (as Redis's): no work
+    // stealing between threads, so no wake-ups of an idle second thread.
+    let mut builder = if cfg.io_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if cfg.io_threads > 0 {
+            b.worker_threads(cfg.io_threads);
+        }
+        b
+    };
     let runtime = match builder.enable_all().thread_name("escabelo").build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -217,3 +217,43 @@ fn second_server_on_same_data_dir_exits_with_error() {
     let err = log.text();
     assert!(err.contains("cannot open the database"), "{err}");
 }
+
+/// `--io-threads 1` runs a single-threaded event loop (tokio's
+/// current-thread runtime): many clients at once, a streamed reply (which
+/// runs on the blocking pool), and a graceful stop must all work on it.
+#[test]
+fn one_io_thread_serves_many_clients_and_stops_gracefully() {
+    let mut srv = Server::start(&["--io-threads", "1"]);
+    let port = srv.port;
+    let writers: Vec<_> = (0..8)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut c = common::Client::connect(port);
+                let mut batch = Vec::new();
+                for i in 0..200 {
+                    batch.extend_from_slice(format!("write t{t}:{i:03}|v{t}.{i}\r").as_bytes());
+                }
+                c.send(&batch);
+                assert_eq!(c.read_crs(200), b"success\r".repeat(200));
+                for i in (0..200).step_by(37) {
+                    c.roundtrip(
+                        format!("read t{t}:{i:03}\r").as_bytes(),
+                        format!("v{t}.{i}\r").as_bytes(),
+                    );
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().expect("client thread");
+    }
+    let mut c = srv.client();
+    let keys = c.request(b"keys\r", 1600);
+    assert_eq!(keys.iter().filter(|&&b| b == b'\r').count(), 1600);
+    c.send(&b"read t3:005\r".repeat(100));
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    srv.signal(libc::SIGTERM);
+    assert_eq!(c.read_crs(100), b"v3.5\r".repeat(100));
+    let st = srv.wait_exit(TIMEOUT);
+    assert!(st.success(), "exit status {st:?}");
+}

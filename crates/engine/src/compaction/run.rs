@@ -3,7 +3,7 @@
 use super::picker::{pick, Compaction};
 use crate::db::commit::{CommitHandle, Control};
 use crate::db::{gc, Shared};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{IoContext, Result};
 use crate::iter::{LevelSource, MergeIter, Source, TableSource};
 use crate::manifest::{TableEntry, VersionEdit};
 use crate::table::{SeqRange, Table, TableBuilder};
@@ -27,10 +27,8 @@ pub(crate) fn start(
     shared: Arc<Shared>,
     commit: CommitHandle,
 ) -> Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("escabelo-compact".into())
-        .spawn(move || run_thread(shared, commit))
-        .map_err(|e| Error::io("spawn compaction thread", e))
+    let nice = shared.opts.background_nice;
+    crate::db::background::spawn("escabelo-compact", nice, move || run_thread(shared, commit))
 }
 
 fn run_thread(shared: Arc<Shared>, commit: CommitHandle) {

@@ -301,35 +301,6 @@ impl CommitHandle {
     }
 }
 
-/// Copies an error for each of several waiters.
-pub(crate) fn dup_error(e: &Error) -> Error {
-    match e {
-        Error::Io { context, source } => Error::Io {
-            context: context.clone(),
-            source: match source.raw_os_error() {
-                Some(code) => std::io::Error::from_raw_os_error(code),
-                None => std::io::Error::new(source.kind(), source.to_string()),
-            },
-        },
-        Error::NoSpace { context } => Error::NoSpace {
-            context: context.clone(),
-        },
-        Error::Corruption {
-            file,
-            offset,
-            reason,
-        } => Error::Corruption {
-            file: file.clone(),
-            offset: *offset,
-            reason: reason.clone(),
-        },
-        Error::InvalidArgument(s) => Error::InvalidArgument(s.clone()),
-        Error::Locked(p) => Error::Locked(p.clone()),
-        Error::ReadOnly(s) => Error::ReadOnly(s.clone()),
-        Error::Closed => Error::Closed,
-    }
-}
-
 /// Starts the commit thread, writing to `wal`, and in `sync` mode the
 /// sync stage's thread ([`super::sync_stage`]).
 pub(crate) fn start(
@@ -486,8 +457,8 @@ impl Decided {
 
     fn fail(self, e: &Error) {
         match self {
-            Decided::One { done, .. } => done(Err(dup_error(e))),
-            Decided::Txn { done, .. } => done(Err(dup_error(e))),
+            Decided::One { done, .. } => done(Err(e.clone())),
+            Decided::Txn { done, .. } => done(Err(e.clone())),
         }
     }
 }
@@ -775,7 +746,7 @@ impl Committer {
                 }
                 // Memtables cannot be flushed: say why instead of waiting.
                 if let Some(e) = self.shared.flush_error.lock().as_ref() {
-                    return Err(dup_error(e));
+                    return Err(e.clone());
                 }
                 self.shared.check_writable()?;
                 self.shared.wake_background();
@@ -879,9 +850,9 @@ pub(super) fn fail_decided(decided: Vec<Decided>, e: &Error) {
 
 fn fail_request(r: Request, e: &Error) {
     match r {
-        Request::Write(_, done) | Request::GcMove { done, .. } => done(Err(dup_error(e))),
-        Request::Txn(_, done) => done(Err(dup_error(e))),
-        Request::Control(_, done) => done(Err(dup_error(e))),
+        Request::Write(_, done) | Request::GcMove { done, .. } => done(Err(e.clone())),
+        Request::Txn(_, done) => done(Err(e.clone())),
+        Request::Control(_, done) => done(Err(e.clone())),
     }
 }
 

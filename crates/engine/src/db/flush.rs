@@ -36,10 +36,8 @@ const RETRY_DELAY: Duration = Duration::from_millis(100);
 
 /// Starts the flush thread.
 pub(crate) fn start(shared: Arc<Shared>) -> Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("escabelo-flush".into())
-        .spawn(move || run(shared))
-        .map_err(|e| Error::io("spawn flush thread", e))
+    let nice = shared.opts.background_nice;
+    super::background::spawn("escabelo-flush", nice, move || run(shared))
 }
 
 fn run(shared: Arc<Shared>) {
@@ -69,7 +67,6 @@ fn run(shared: Arc<Shared>) {
             }
             Err(e) => {
                 tracing::error!(error = %e, "flush failed; will retry");
-                let e = super::commit::dup_error(&e);
                 *shared.flush_error.lock() = Some(e);
                 shared.wake_background();
                 let mut vs = shared.vs.lock();
@@ -294,7 +291,7 @@ pub(crate) fn wait_flushed(shared: &Shared) -> Result<()> {
         }
         if shared.counters.flush_attempts.load(Ordering::Acquire) > start {
             if let Some(e) = shared.flush_error.lock().as_ref() {
-                return Err(super::commit::dup_error(e));
+                return Err(e.clone());
             }
         }
         if shared.shutdown.load(Ordering::Acquire) {

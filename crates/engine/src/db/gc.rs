@@ -44,38 +44,35 @@ pub(crate) fn start(
     shared: Arc<Shared>,
     commit: CommitHandle,
 ) -> Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("escabelo-blob-gc".into())
-        .spawn(move || loop {
-            {
-                let mut vs = shared.vs.lock();
-                if shared.shutdown.load(Ordering::Acquire) {
-                    return;
-                }
-                shared.bg_cv.wait_for(&mut vs, TICK);
+    let nice = shared.opts.background_nice;
+    super::background::spawn("escabelo-blob-gc", nice, move || loop {
+        {
+            let mut vs = shared.vs.lock();
+            if shared.shutdown.load(Ordering::Acquire) {
+                return;
             }
-            if !shared.opts.blob_gc_background {
-                continue;
+            shared.bg_cv.wait_for(&mut vs, TICK);
+        }
+        if !shared.opts.blob_gc_background {
+            continue;
+        }
+        loop {
+            if shared.shutdown.load(Ordering::Acquire) || shared.closing.load(Ordering::Acquire) {
+                return;
             }
-            loop {
-                if shared.shutdown.load(Ordering::Acquire) || shared.closing.load(Ordering::Acquire)
-                {
-                    return;
-                }
-                match run_once(&shared, &commit) {
-                    Ok(true) => continue,
-                    Ok(false) => break,
-                    // Failing because the engine is closing is expected.
-                    Err(_) if shared.closing.load(Ordering::Acquire) => return,
-                    Err(e) => {
-                        tracing::error!(error = %e, "blob garbage collection failed; will retry");
-                        std::thread::sleep(RETRY_DELAY);
-                        break;
-                    }
+            match run_once(&shared, &commit) {
+                Ok(true) => continue,
+                Ok(false) => break,
+                // Failing because the engine is closing is expected.
+                Err(_) if shared.closing.load(Ordering::Acquire) => return,
+                Err(e) => {
+                    tracing::error!(error = %e, "blob garbage collection failed; will retry");
+                    std::thread::sleep(RETRY_DELAY);
+                    break;
                 }
             }
-        })
-        .map_err(|e| crate::error::Error::io("spawn blob collection thread", e))
+        }
+    })
 }
 
 /// Collects one blob file if one is due; false if none was.

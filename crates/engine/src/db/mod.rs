@@ -13,9 +13,11 @@
 //! - in `os` durability mode, the **sync thread** fdatasyncs the log every
 //!   `wal_sync_interval`.
 
+pub(crate) mod background;
 pub(crate) mod commit;
 pub(crate) mod flush;
 pub(crate) mod gc;
+pub use background::BACKGROUND_NICE;
 pub mod metrics;
 mod open;
 mod read;
@@ -608,7 +610,7 @@ impl Db {
         for (op, done) in writes {
             let checked = match &writable {
                 Ok(()) => self.validate_op(&op),
-                Err(e) => Err(commit::dup_error(e)),
+                Err(e) => Err(e.clone()),
             };
             match checked {
                 Ok(()) => ok.push((op, done)),
