@@ -121,7 +121,7 @@ impl Options {
             memtable_size: 128 * 1024 * 1024,
             max_immutable_memtables: 2,
             value_len_max: VALUE_LEN_MAX_DEFAULT,
-            cache_size: 64 * 1024 * 1024,
+            cache_size: 256 * 1024 * 1024,
             block_cache_size: 32 * 1024 * 1024,
             compaction_interval: Duration::from_secs(300),
             blob_threshold: Some(1024),

@@ -55,8 +55,10 @@ pub struct Config {
     #[arg(long, env = "ESCABELO_MAX_VALUE_SIZE", default_value = "16MiB", value_parser = parse_size)]
     pub max_value_size: u64,
 
-    /// Bytes of hot values kept in memory.
-    #[arg(long, env = "ESCABELO_CACHE_SIZE", default_value = "64MiB", value_parser = parse_size)]
+    /// Bytes of hot values kept in memory. 256MiB holds the challenge's
+    /// 20,000 keys (140 MB) whole: a read that misses it costs a table
+    /// lookup and a `pread` (docs/performance.md, fifth pass).
+    #[arg(long, env = "ESCABELO_CACHE_SIZE", default_value = "256MiB", value_parser = parse_size)]
     pub cache_size: u64,
 
     /// Bytes of table blocks kept in memory for point lookups (reads that

@@ -25,4 +25,4 @@ mod run;
 
 #[cfg(test)]
 pub(crate) use run::run_forced_l0_locked;
-pub(crate) use run::{compact_until_idle, start, IDLE_FLUSH_AFTER};
+pub(crate) use run::{compact_until_idle, start};

@@ -1,8 +1,9 @@
 //! The compaction thread and the merge it runs.
 
 use super::picker::{pick, Compaction};
-use crate::db::commit::{CommitHandle, Control};
-use crate::db::{gc, Shared};
+use crate::db::background::{work_loop, StopAt};
+use crate::db::commit::CommitHandle;
+use crate::db::{gc, idle, Shared};
 use crate::error::{IoContext, Result};
 use crate::iter::{LevelSource, MergeIter, Source, TableSource};
 use crate::manifest::{TableEntry, VersionEdit};
@@ -16,9 +17,6 @@ use std::time::{Duration, Instant};
 
 /// How often the thread looks for work when nothing wakes it.
 const TICK: Duration = Duration::from_secs(1);
-/// A memtable that got no write for this long is flushed, so the log and
-/// the old versions it shadows stop taking disk space.
-pub const IDLE_FLUSH_AFTER: Duration = Duration::from_secs(5);
 /// Pause after a failed compaction.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 
@@ -33,49 +31,21 @@ pub(crate) fn start(
 
 fn run_thread(shared: Arc<Shared>, commit: CommitHandle) {
     let mut last_periodic = Instant::now();
-    loop {
-        {
-            let mut vs = shared.vs.lock();
-            if shared.shutdown.load(Ordering::Acquire) {
-                return;
+    work_loop(
+        &shared,
+        "compaction",
+        TICK,
+        RETRY_DELAY,
+        StopAt::Shutdown,
+        || {
+            if last_periodic.elapsed() >= shared.opts.compaction_interval {
+                last_periodic = Instant::now();
+                tracing::debug!("periodic compaction check");
             }
-            shared.bg_cv.wait_for(&mut vs, TICK);
-            if shared.shutdown.load(Ordering::Acquire) {
-                return;
-            }
-        }
-        if last_periodic.elapsed() >= shared.opts.compaction_interval {
-            last_periodic = Instant::now();
-            tracing::debug!("periodic compaction check");
-        }
-        let idle = shared.last_write.lock().elapsed() >= IDLE_FLUSH_AFTER;
-        if idle && !shared.super_version().mem.is_empty() {
-            // Never wait for the commit thread here: it may be waiting for
-            // this thread (backpressure on level 0).
-            commit.control_async(Control::Rotate);
-        }
-        if idle && !shared.recycles_logs() {
-            // `os` mode: a spare log is worth keeping only while writes
-            // come in; an idle database holds only live files.
-            shared.remove_recyclable_logs();
-        }
-        loop {
-            if shared.shutdown.load(Ordering::Acquire) {
-                return;
-            }
-            match run_once(&shared) {
-                Ok(true) => continue,
-                Ok(false) => break,
-                Err(e) => {
-                    if !shared.shutdown.load(Ordering::Acquire) {
-                        tracing::error!(error = %e, "compaction failed; will retry");
-                        std::thread::sleep(RETRY_DELAY);
-                    }
-                    break;
-                }
-            }
-        }
-    }
+            idle::tidy_if_idle(&shared, &commit);
+        },
+        || run_once(&shared),
+    )
 }
 
 /// Runs compactions, then blob collections, until none is due.

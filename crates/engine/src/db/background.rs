@@ -1,4 +1,5 @@
-//! Starting the background threads (flush, compaction, blob collection).
+//! Starting the background threads (flush, compaction, blob collection)
+//! and the loop that compaction and blob collection share ([`work_loop`]).
 //!
 //! They run at a lower scheduling priority than the threads that serve
 //! requests: on a machine whose cores the server shares with its clients,
@@ -7,7 +8,10 @@
 //! writer that outruns them is held by backpressure (too many frozen
 //! memtables or level-0 tables), which leaves the cores to them.
 
+use super::Shared;
 use crate::error::{Error, Result};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 /// How much lower than the request path the background threads run by
 /// default ([`crate::Options::background_nice`]), as a nice increment.
@@ -31,6 +35,64 @@ pub(crate) fn spawn(
             f()
         })
         .map_err(|e| Error::io(format!("spawn thread {name}"), e))
+}
+
+/// When a [`work_loop`] gives up.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StopAt {
+    /// At shutdown only: the thread keeps working while the engine closes
+    /// (compaction: a closing engine's last flush may wait for it).
+    Shutdown,
+    /// As soon as the engine starts closing (blob collection).
+    Closing,
+}
+
+/// The loop of a background thread: sleep until woken (`bg_cv`) or for
+/// `tick`, run `on_wake`, then `step` until it reports no more work
+/// (`Ok(false)`). A failed step is logged as `what` failed and retried
+/// after `retry_delay` on a later wake-up.
+pub(crate) fn work_loop(
+    shared: &Shared,
+    what: &str,
+    tick: Duration,
+    retry_delay: Duration,
+    stop_at: StopAt,
+    mut on_wake: impl FnMut(),
+    mut step: impl FnMut() -> Result<bool>,
+) {
+    let stopped = || {
+        shared.shutdown.load(Ordering::Acquire)
+            || (stop_at == StopAt::Closing && shared.closing.load(Ordering::Acquire))
+    };
+    loop {
+        {
+            let mut vs = shared.vs.lock();
+            if stopped() {
+                return;
+            }
+            shared.bg_cv.wait_for(&mut vs, tick);
+        }
+        if stopped() {
+            return;
+        }
+        on_wake();
+        loop {
+            if stopped() {
+                return;
+            }
+            match step() {
+                Ok(true) => continue,
+                Ok(false) => break,
+                // Failing because the engine is stopping is expected.
+                Err(_) if stopped() => return,
+                Err(e) => {
+                    tracing::error!(error = %e, "{what} failed; will retry");
+                    std::thread::sleep(retry_delay);
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// Raises the calling thread's nice value by `by` (a failure only costs

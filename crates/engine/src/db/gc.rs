@@ -24,6 +24,7 @@
 //! which may itself be waiting (backpressure) for flushes and compactions,
 //! so it must never hold up those.
 
+use super::background::{work_loop, StopAt};
 use super::commit::CommitHandle;
 use super::Shared;
 use crate::blob::{BlobReader, BlobWriter};
@@ -45,33 +46,21 @@ pub(crate) fn start(
     commit: CommitHandle,
 ) -> Result<std::thread::JoinHandle<()>> {
     let nice = shared.opts.background_nice;
-    super::background::spawn("escabelo-blob-gc", nice, move || loop {
-        {
-            let mut vs = shared.vs.lock();
-            if shared.shutdown.load(Ordering::Acquire) {
-                return;
-            }
-            shared.bg_cv.wait_for(&mut vs, TICK);
-        }
-        if !shared.opts.blob_gc_background {
-            continue;
-        }
-        loop {
-            if shared.shutdown.load(Ordering::Acquire) || shared.closing.load(Ordering::Acquire) {
-                return;
-            }
-            match run_once(&shared, &commit) {
-                Ok(true) => continue,
-                Ok(false) => break,
-                // Failing because the engine is closing is expected.
-                Err(_) if shared.closing.load(Ordering::Acquire) => return,
-                Err(e) => {
-                    tracing::error!(error = %e, "blob garbage collection failed; will retry");
-                    std::thread::sleep(RETRY_DELAY);
-                    break;
+    super::background::spawn("escabelo-blob-gc", nice, move || {
+        work_loop(
+            &shared,
+            "blob garbage collection",
+            TICK,
+            RETRY_DELAY,
+            StopAt::Closing,
+            || {},
+            || {
+                if !shared.opts.blob_gc_background {
+                    return Ok(false);
                 }
-            }
-        }
+                run_once(&shared, &commit)
+            },
+        )
     })
 }
 

@@ -17,6 +17,7 @@ pub(crate) mod background;
 pub(crate) mod commit;
 pub(crate) mod flush;
 pub(crate) mod gc;
+pub(crate) mod idle;
 pub use background::BACKGROUND_NICE;
 pub mod metrics;
 mod open;
@@ -432,7 +433,7 @@ impl Shared {
     pub fn recycles_logs(&self) -> bool {
         self.opts.wal_preallocate
             && (self.opts.durability == Durability::Sync
-                || self.last_write.lock().elapsed() < crate::compaction::IDLE_FLUSH_AFTER)
+                || self.last_write.lock().elapsed() < idle::IDLE_FLUSH_AFTER)
     }
 
     /// Deletes the flushed logs kept for reuse (at close, and in `os` mode

@@ -232,7 +232,7 @@ fn os_mode_recycles_logs_while_busy_and_keeps_no_spare_when_idle() {
     reopened.close().unwrap();
 
     // Writes pause: the compaction thread's idle check drops the spare.
-    *shared.last_write.lock() = std::time::Instant::now() - crate::compaction::IDLE_FLUSH_AFTER * 2;
+    *shared.last_write.lock() = std::time::Instant::now() - super::idle::IDLE_FLUSH_AFTER * 2;
     assert!(!shared.recycles_logs());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while !shared.vs.lock().recyclable_logs.is_empty() {

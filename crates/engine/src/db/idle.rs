@@ -1,0 +1,32 @@
+//! What an idle database does: once no write came for
+//! [`IDLE_FLUSH_AFTER`], the memtable is flushed (so its log, and the old
+//! versions it shadows in the tables and blob files, stop taking disk
+//! space) and, in `os` mode, the spare log kept for recycling is deleted.
+//! So a database at rest holds only its live files. Run by the compaction
+//! thread at each of its wake-ups.
+
+use super::commit::{CommitHandle, Control};
+use super::Shared;
+use std::time::Duration;
+
+/// A memtable that got no write for this long is flushed.
+pub const IDLE_FLUSH_AFTER: Duration = Duration::from_secs(5);
+
+/// Flushes the memtable and drops the spare log if no write came for
+/// [`IDLE_FLUSH_AFTER`].
+pub(crate) fn tidy_if_idle(shared: &Shared, commit: &CommitHandle) {
+    let idle = shared.last_write.lock().elapsed() >= IDLE_FLUSH_AFTER;
+    if !idle {
+        return;
+    }
+    if !shared.super_version().mem.is_empty() {
+        // Never wait for the commit thread here: it may be waiting for
+        // the compaction thread (backpressure on level 0).
+        commit.control_async(Control::Rotate);
+    }
+    if !shared.recycles_logs() {
+        // `os` mode: a spare log is worth keeping only while writes come
+        // in.
+        shared.remove_recyclable_logs();
+    }
+}
