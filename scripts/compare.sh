@@ -97,6 +97,9 @@ fi
 if [[ "$SETUPS" == *escabelo* && ! -x "$ESCABELO_BIN" ]]; then
     die "missing $ESCABELO_BIN"
 fi
+if [[ "$SETUPS" == *escabelo-*-b* && ! -x "$ESCABELO_B_BIN" ]]; then
+    die "missing $ESCABELO_B_BIN"
+fi
 if [[ "$SETUPS" == *redis* ]] && ! command -v "$REDIS_BIN" >/dev/null 2>&1; then
     if [[ "$(id -u)" == 0 ]]; then
         log "installing Debian's redis-server"
@@ -203,15 +206,14 @@ wait_for_port() {
 start_server() {
     local setup=$1 port=$2 dir=$3 logf=$4
     case "$setup" in
-        escabelo-os|escabelo-sync)
-            "$ESCABELO_BIN" --port "$port" --data-dir "$dir" --bind 127.0.0.1 --metrics-port 0 \
-                --durability "${setup#escabelo-}" >"$logf" 2>&1 &
-            ;;
-        escabelo-os-b|escabelo-sync-b)
-            local mode=${setup#escabelo-}
-            # shellcheck disable=SC2086 # ESCABELO_B_FLAGS is a list of flags
-            "$ESCABELO_B_BIN" --port "$port" --data-dir "$dir" --bind 127.0.0.1 --metrics-port 0 \
-                --durability "${mode%-b}" $ESCABELO_B_FLAGS >"$logf" 2>&1 &
+        escabelo-*)
+            local bin=$ESCABELO_BIN flags="" mode=${setup#escabelo-}
+            if [[ "$mode" == *-b ]]; then
+                bin=$ESCABELO_B_BIN flags=$ESCABELO_B_FLAGS mode=${mode%-b}
+            fi
+            # shellcheck disable=SC2086 # $flags is a list of flags
+            "$bin" --port "$port" --data-dir "$dir" --bind 127.0.0.1 --metrics-port 0 \
+                --durability "$mode" $flags >"$logf" 2>&1 &
             ;;
         redis-always|redis-everysec)
             "$REDIS_BIN" --port "$port" --bind 127.0.0.1 --dir "$dir" --daemonize no \
