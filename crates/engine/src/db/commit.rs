@@ -784,8 +784,7 @@ impl Committer {
             (vs.new_file_number(), recycle)
         };
         let o = &self.shared.opts;
-        let prealloc = if o.durability == Durability::Sync && o.wal_preallocate && recycle.is_none()
-        {
+        let prealloc = if o.durability == Durability::Sync && o.wal_preallocate {
             o.memtable_size as u64
         } else {
             0

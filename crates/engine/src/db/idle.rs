@@ -1,7 +1,7 @@
 //! What an idle database does: once no write came for
 //! [`IDLE_FLUSH_AFTER`], the memtable is flushed (so its log, and the old
 //! versions it shadows in the tables and blob files, stop taking disk
-//! space) and, in `os` mode, the spare log kept for recycling is deleted.
+//! space) and the spare log kept for recycling is deleted.
 //! So a database at rest holds only its live files. Run by the compaction
 //! thread at each of its wake-ups.
 
@@ -25,8 +25,7 @@ pub(crate) fn tidy_if_idle(shared: &Shared, commit: &CommitHandle) {
         commit.control_async(Control::Rotate);
     }
     if !shared.recycles_logs() {
-        // `os` mode: a spare log is worth keeping only while writes come
-        // in.
+        // A spare log is worth keeping only while writes come in.
         shared.remove_recyclable_logs();
     }
 }

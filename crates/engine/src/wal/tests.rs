@@ -340,6 +340,54 @@ fn preallocated_zeros_end_cleanly() {
     assert_eq!(r.end_offset(), 0);
 }
 
+/// A preallocating log is zero-filled one step ahead of its records, not
+/// to its whole target at once (an idle `sync`-mode database held a whole
+/// preallocated segment: 3.0x its live data on disk); the records read
+/// back across the steps, and a clean close cuts the zeros off.
+#[test]
+fn preallocation_grows_in_steps_ahead_of_the_records() {
+    use super::writer::PREALLOCATE_STEP as STEP;
+    let (tmp, fs) = real();
+    let path = tmp.path().join("000009.log");
+    let target = 3 * STEP + STEP / 2;
+    let size = || std::fs::metadata(&path).unwrap().len();
+    let mut w = WalWriter::create(&fs, tmp.path(), &path, 9, target, None).unwrap();
+    assert_eq!(
+        size(),
+        STEP,
+        "only the first step is zero-filled at creation"
+    );
+    let value = Value::Inline(Bytes::from(vec![7u8; 256 * 1024]));
+    let mut n = 0usize;
+    let mut sizes = Vec::new();
+    while w.len() < target + STEP {
+        let mut batch = Vec::new();
+        encode_record(&mut batch, 9, format!("k{n:06}").as_bytes(), &value);
+        w.append(&batch).unwrap();
+        n += 1;
+        let s = size();
+        assert!(s >= w.len());
+        if w.len() <= target {
+            // Never more than one step of zeros ahead.
+            assert!(s - w.len() <= STEP, "{s} bytes for {} of records", w.len());
+        }
+        if sizes.last() != Some(&s) {
+            sizes.push(s);
+        }
+    }
+    assert_eq!(&sizes[..3], &[STEP, 2 * STEP, 3 * STEP]);
+    assert!(sizes.contains(&target), "the last step stops at the target");
+    // Past the target the file just grows with the records.
+    assert_eq!(size(), w.len());
+    w.sync().unwrap();
+    let (recs, r) = read_all(&fs, &path, 9, ReadMode::Strict).unwrap();
+    assert_eq!(recs.len(), n);
+    assert_eq!(r.end_offset(), w.len());
+    w.seal().unwrap();
+    w.trim_after_seal().unwrap();
+    assert_eq!(size(), w.len() + END_MARKERS_LEN as u64);
+}
+
 #[test]
 fn lengths_are_checked_before_use() {
     let (tmp, fs) = real();
@@ -444,6 +492,45 @@ mod with_memfs {
         let (recs, r) = read_all(&fs, &path, 1, ReadMode::Strict).unwrap();
         check_samples(&recs, (0..5).chain(10..15));
         assert_eq!(r.end_offset(), w.len());
+    }
+
+    /// Preallocation only makes fdatasyncs cheaper: when its zeros do not
+    /// fit on the disk, appends that do fit still succeed, and the log
+    /// reads back whole, also after a crash.
+    #[test]
+    fn full_disk_stops_preallocation_but_not_appends() {
+        use super::super::writer::PREALLOCATE_STEP as STEP;
+        let (mem, fs, dir) = memfs();
+        let path = dir.join("000002.log");
+        let mut w = WalWriter::create(&fs, &dir, &path, 2, 4 * STEP, None).unwrap();
+        assert_eq!(mem.read_file(&path).unwrap().len() as u64, STEP);
+        let value = Value::Inline(Bytes::from(vec![3u8; 64 * 1024]));
+        let record = |i: usize| {
+            let mut b = Vec::new();
+            encode_record(&mut b, 2, format!("k{i:05}").as_bytes(), &value);
+            b
+        };
+        // Room for the first step and a few more records, not a second step.
+        mem.set_capacity(Some(mem.total_bytes() + STEP / 2));
+        let mut i = 0;
+        while w.len() < STEP + STEP / 4 {
+            w.append(&record(i)).unwrap();
+            i += 1;
+        }
+        w.sync().unwrap();
+        let (recs, _) = read_all(&fs, &path, 2, ReadMode::Strict).unwrap();
+        assert_eq!(recs.len(), i);
+        // A write that does not fit still fails, and moves nothing.
+        let len = w.len();
+        let big = Value::Inline(Bytes::from(vec![4u8; (STEP / 2) as usize]));
+        let mut b = Vec::new();
+        encode_record(&mut b, 2, b"big", &big);
+        assert!(matches!(w.append(&b), Err(Error::NoSpace { .. })));
+        assert_eq!(w.len(), len);
+        let after = mem.crash(CrashMode::PowerLoss);
+        let fs2: FsRef = Arc::new(after);
+        let (recs, _) = read_all(&fs2, &path, 2, ReadMode::Salvage).unwrap();
+        assert_eq!(recs.len(), i, "every synced record survives");
     }
 
     #[test]

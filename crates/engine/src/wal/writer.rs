@@ -10,6 +10,14 @@ use std::sync::Arc;
 
 /// Zeros written per call when preallocating.
 const PREALLOCATE_CHUNK: usize = 1 << 20;
+/// Bytes a preallocating log is zero-filled ahead of its records: the
+/// first step when the file is created (and fdatasynced), then one more
+/// step each time an append would pass the zero-filled end, until the
+/// segment's target size. A database at rest then holds at most one step
+/// of zeros, not a whole segment (docs/performance.md, sixth pass).
+pub const PREALLOCATE_STEP: u64 = 8 << 20;
+/// The zeros written (a static buffer: no allocation per step).
+static ZEROS: [u8; PREALLOCATE_CHUNK] = [0; PREALLOCATE_CHUNK];
 /// Largest buffer kept between appends for putting a sync point in front
 /// of a batch (the commit code's batches are at most 4 MiB).
 const SCRATCH_KEEP_MAX: usize = 8 << 20;
@@ -100,6 +108,13 @@ pub struct WalWriter {
     garbage_end: u64,
     /// `covered` of the last sync point written.
     checkpointed: u64,
+    /// File bytes known to exist (zero-filled, or a recycled log's old
+    /// contents): writes below this need no block allocation. Never below
+    /// `len`.
+    allocated: u64,
+    /// Size up to which appends keep zero-filling [`PREALLOCATE_STEP`]s
+    /// ahead (0: never).
+    prealloc_target: u64,
     /// CRC32C of bytes `0..len`.
     crc: u32,
     /// Room to put a sync point in front of a batch.
@@ -110,10 +125,13 @@ impl WalWriter {
     /// Creates segment file `path` with number `log_number`.
     ///
     /// If `recycle` is `Some(old)`, the old (fully written, synced) log file
-    /// is renamed to `path` and overwritten in place; otherwise, if
-    /// `preallocate > 0`, the new file is zero-filled to that many bytes and
-    /// fdatasynced, so later fdatasyncs over that region need no metadata
-    /// update. Syncs the directory `dir` after creating/renaming.
+    /// is renamed to `path` and overwritten in place. If `preallocate > 0`,
+    /// the file is kept zero-filled [`PREALLOCATE_STEP`] bytes ahead of its
+    /// records up to `preallocate` bytes, so that fdatasyncs over that
+    /// region need no metadata update: a new file gets its first step now
+    /// (fdatasynced), and appends add the next steps (synced by the next
+    /// fdatasync of the log). Syncs the directory `dir` after
+    /// creating/renaming.
     ///
     /// If anything fails once the file exists at `path`, the file is
     /// removed again (a full disk must not leave a file per retry).
@@ -138,23 +156,24 @@ impl WalWriter {
                     .open(path, OpenMode::CreateTruncate)
                     .ctx(|| format!("creating log {}", path.display()))?,
             };
-            if recycle.is_none() && preallocate > 0 {
-                let zeros = vec![0u8; PREALLOCATE_CHUNK];
-                let mut off = 0u64;
-                while off < preallocate {
-                    let n = (preallocate - off).min(PREALLOCATE_CHUNK as u64) as usize;
-                    file.write_all_at(&zeros[..n], off)
-                        .ctx(|| format!("preallocating log {}", path.display()))?;
-                    off += n as u64;
-                }
+            let allocated = if recycle.is_some() {
+                file.len()
+                    .ctx(|| format!("reading the length of log {}", path.display()))?
+            } else if preallocate > 0 {
+                let first = preallocate.min(PREALLOCATE_STEP);
+                write_zeros(&*file, 0, first)
+                    .ctx(|| format!("preallocating log {}", path.display()))?;
                 file.sync_data()
                     .ctx(|| format!("syncing preallocated log {}", path.display()))?;
-            }
+                first
+            } else {
+                0
+            };
             fs.sync_dir(dir)
                 .ctx(|| format!("syncing directory {}", dir.display()))?;
-            Ok(file)
+            Ok((file, allocated))
         })();
-        let file = match made {
+        let (file, allocated) = match made {
             Ok(f) => f,
             Err(e) => {
                 if let Err(re) = fs.remove_file(path) {
@@ -179,6 +198,8 @@ impl WalWriter {
             len: 0,
             garbage_end: 0,
             checkpointed: 0,
+            allocated,
+            prealloc_target: preallocate,
             crc: 0,
             scratch: Vec::new(),
         })
@@ -207,6 +228,7 @@ impl WalWriter {
             buf.extend_from_slice(data);
         }
         let bytes: &[u8] = if sync_point { &buf } else { data };
+        self.preallocate_for(self.len + bytes.len() as u64);
         let result = self.write_at_end(bytes);
         if result.is_ok() {
             self.crc = crc32c::crc32c_append(self.crc, bytes);
@@ -244,12 +266,45 @@ impl WalWriter {
         } else {
             self.file.write_all_at(bytes, self.len)
         };
+        if result.is_ok() {
+            self.allocated = self.allocated.max(end);
+        }
         match &result {
             Ok(()) if end >= self.garbage_end => self.garbage_end = 0,
             Ok(()) => {}
             Err(_) => self.garbage_end = self.garbage_end.max(end),
         }
         result
+    }
+
+    /// Zero-fills the next [`PREALLOCATE_STEP`] past the allocated end if a
+    /// write up to `end` would pass it and the segment is still below its
+    /// preallocation target. Only bytes at or past `allocated` (which is at
+    /// or past `len`) are written, so no record is ever touched.
+    ///
+    /// Preallocation only makes later fdatasyncs cheaper: if the zeros
+    /// cannot be written (a full disk), this segment stops preallocating
+    /// (with a warning) and the append goes on, failing only if its own
+    /// bytes do not fit.
+    fn preallocate_for(&mut self, end: u64) {
+        if end <= self.allocated || self.allocated >= self.prealloc_target {
+            return;
+        }
+        let to = (self.allocated + PREALLOCATE_STEP)
+            .min(self.prealloc_target)
+            .max(end);
+        debug_assert!(self.allocated >= self.len);
+        match write_zeros(&*self.file.inner, self.allocated, to) {
+            Ok(()) => self.allocated = to,
+            Err(e) => {
+                tracing::warn!(
+                    file = %self.path.display(),
+                    error = %e,
+                    "could not preallocate the log further; appending without it"
+                );
+                self.prealloc_target = self.allocated;
+            }
+        }
     }
 
     /// Makes everything appended so far durable (fdatasync).
@@ -354,6 +409,17 @@ impl WalWriter {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Writes zeros over bytes `from..to` of `file`.
+fn write_zeros(file: &dyn File, from: u64, to: u64) -> io::Result<()> {
+    let mut off = from;
+    while off < to {
+        let n = (to - off).min(PREALLOCATE_CHUNK as u64) as usize;
+        file.write_all_at(&ZEROS[..n], off)?;
+        off += n as u64;
+    }
+    Ok(())
 }
 
 /// Ends a segment that recovery replayed and that a crash left without an
