@@ -67,6 +67,15 @@ pub struct Config {
     #[arg(long, env = "ESCABELO_BLOCK_CACHE_SIZE", default_value = "32MiB", value_parser = parse_size)]
     pub block_cache_size: u64,
 
+    /// Dead share (0 to 1] at which a blob file (values of 1 KiB and more)
+    /// is rewritten while writes come in. Rewriting copies the live share,
+    /// so the default 0.75 copies a third of what it reclaims; lower keeps
+    /// less dead space during bursts for more background writing. 5 s after
+    /// the last write, files with 5% dead space or more are rewritten
+    /// whatever this says.
+    #[arg(long, env = "ESCABELO_BLOB_GC_THRESHOLD", default_value_t = 0.75)]
+    pub blob_gc_threshold: f64,
+
     /// Most clients connected at once; extra clients get
     /// "error: too many connections" and are disconnected.
     #[arg(long, env = "ESCABELO_MAX_CONNECTIONS", default_value_t = 10000)]
@@ -204,6 +213,13 @@ impl Config {
         o.value_len_max = self.max_value_len()?;
         o.cache_size = to_usize(self.cache_size, "--cache-size")?;
         o.block_cache_size = to_usize(self.block_cache_size, "--block-cache-size")?;
+        if !(self.blob_gc_threshold > 0.0 && self.blob_gc_threshold <= 1.0) {
+            return Err(format!(
+                "--blob-gc-threshold must be above 0 and at most 1, not {}",
+                self.blob_gc_threshold
+            ));
+        }
+        o.blob_gc_threshold = self.blob_gc_threshold;
         Ok(o)
     }
 
@@ -379,5 +395,19 @@ mod tests {
         let c =
             Config::try_parse_from(normalize_args(args(&["escabelo", "-metrics-port=0"]))).unwrap();
         assert_eq!(c.metrics_port, 0);
+    }
+
+    #[test]
+    fn blob_gc_threshold_is_checked() {
+        let c = Config::try_parse_from(["escabelo"]).unwrap();
+        assert_eq!(c.engine_options().unwrap().blob_gc_threshold, 0.75);
+        let c = Config::try_parse_from(["escabelo", "--blob-gc-threshold", "0.3"]).unwrap();
+        assert_eq!(c.engine_options().unwrap().blob_gc_threshold, 0.3);
+        for bad in ["0", "1.5", "-0.1", "NaN"] {
+            let flag = format!("--blob-gc-threshold={bad}");
+            let c = Config::try_parse_from(["escabelo", flag.as_str()]).unwrap();
+            assert!(c.engine_options().is_err(), "{bad} accepted");
+        }
+        assert!(Config::try_parse_from(["escabelo", "--blob-gc-threshold", "half"]).is_err());
     }
 }

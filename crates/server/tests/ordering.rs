@@ -226,7 +226,8 @@ fn next_name(name: &str) -> String {
 
 #[test]
 fn scans_never_fail_while_blob_gc_runs() {
-    let server = Server::start(&["--memtable-size", "1048576"]);
+    // A low collection threshold: blob files are rewritten all the time.
+    let server = Server::start(&["--memtable-size", "1048576", "--blob-gc-threshold", "0.1"]);
     let port = server.port;
     let keys = 300usize;
     let key = |i: usize| format!("scan:{i:03}");

@@ -41,14 +41,22 @@ fn check(cfg: Config) {
     );
 }
 
-/// Small memtable so flushes, compactions and blob garbage collection run
-/// all the time; acknowledgement once in the OS (survives kill -9).
+/// Small memtable and a low blob collection threshold so flushes,
+/// compactions and blob garbage collection run all the time;
+/// acknowledgement once in the OS (survives kill -9).
 #[test]
 fn torture_kill_9_durability_os() {
     check(Config::from_env(
         "os",
         4,
-        &["--memtable-size", "65536", "--compaction-interval", "1s"],
+        &[
+            "--memtable-size",
+            "65536",
+            "--compaction-interval",
+            "1s",
+            "--blob-gc-threshold",
+            "0.1",
+        ],
     ));
 }
 
@@ -63,6 +71,8 @@ fn torture_kill_9_durability_sync() {
             "65536",
             "--compaction-interval",
             "1s",
+            "--blob-gc-threshold",
+            "0.1",
             "--durability",
             "sync",
         ],

@@ -594,8 +594,12 @@ impl Committer {
         let mut overlay: HashMap<Bytes, Value> = HashMap::new();
         let mut decided = Vec::with_capacity(writes.len());
         let mut user_bytes = 0u64;
+        // Whether a client wrote (blob collection's moves do not count: the
+        // database is idle while only they come in; see `idle`).
+        let mut from_clients = false;
         self.buf.clear();
         for w in writes {
+            from_clients |= matches!(w, Request::Write(..) | Request::Txn(..));
             let state = CommitState {
                 overlay: &overlay,
                 sv: &sv,
@@ -716,6 +720,9 @@ impl Committer {
         for (key, v) in decided.iter().flat_map(Decided::writes) {
             mem.insert(key.clone(), v.clone(), seq);
         }
+        if from_clients {
+            *self.shared.last_write.lock() = std::time::Instant::now();
+        }
         match &self.stage {
             Some(stage) => stage.hand_over(Appended {
                 seq,
@@ -824,7 +831,6 @@ impl Committer {
 /// order, by one thread at a time (the committer, or the sync stage).
 pub(super) fn publish(shared: &Shared, seq: u64, decided: Vec<Decided>) {
     shared.seq.store(seq, Ordering::SeqCst);
-    *shared.last_write.lock() = std::time::Instant::now();
     for (key, value) in decided.iter().flat_map(Decided::writes) {
         let v = match value {
             Value::Inline(v) => Some(v),

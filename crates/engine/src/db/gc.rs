@@ -1,5 +1,6 @@
 //! Blob garbage collection: rewriting a blob file whose dead share passed
-//! `blob_gc_threshold`.
+//! `blob_gc_threshold` (`blob_gc_idle_threshold` once writes have paused:
+//! [`threshold`]).
 //!
 //! 1. Every record of the file is checked against the tree: it is live if
 //!    its key's newest entry still points at it. Only the header and key of
@@ -68,9 +69,21 @@ pub(crate) fn start(
 pub(crate) fn run_once(shared: &Arc<Shared>, commit: &CommitHandle) -> Result<bool> {
     let _one_at_a_time = shared.gc_lock.lock();
     let version = shared.vs.lock().current.clone();
-    match pick(&version, shared.opts.blob_gc_threshold) {
+    match pick(&version, threshold(shared)) {
         Some(n) => run(shared, commit, n).map(|_| true),
         None => Ok(false),
+    }
+}
+
+/// The dead share at which a blob file is collected now: the busy
+/// threshold while writes come in (copying little per byte reclaimed), the
+/// lower idle one once they have paused (so little garbage stays at rest).
+pub(crate) fn threshold(shared: &Shared) -> f64 {
+    let o = &shared.opts;
+    if super::idle::is_idle(shared) {
+        o.blob_gc_idle_threshold.min(o.blob_gc_threshold)
+    } else {
+        o.blob_gc_threshold
     }
 }
 

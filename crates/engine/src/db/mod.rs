@@ -19,6 +19,7 @@ pub(crate) mod flush;
 pub(crate) mod gc;
 pub(crate) mod idle;
 pub use background::BACKGROUND_NICE;
+pub use idle::IDLE_FLUSH_AFTER;
 pub mod metrics;
 mod open;
 mod read;
@@ -226,7 +227,8 @@ pub(crate) struct Shared {
     pub wal_file: Mutex<Option<Arc<dyn File>>>,
     /// The last flush failure, while flushes keep failing (a full disk).
     pub flush_error: Mutex<Option<Error>>,
-    /// When the last write was applied, for flushing an idle memtable.
+    /// When the last client write was applied (blob collection's moves do
+    /// not count), for what an idle database does (`idle`).
     pub last_write: Mutex<std::time::Instant>,
     /// Held while a compaction runs.
     pub compaction_lock: Mutex<()>,
@@ -432,7 +434,7 @@ impl Shared {
     /// ([`Shared::remove_recyclable_logs`]; in `sync` mode the spare held a
     /// whole preallocated segment: 3.0x the live data at rest, sixth pass).
     pub fn recycles_logs(&self) -> bool {
-        self.opts.wal_preallocate && self.last_write.lock().elapsed() < idle::IDLE_FLUSH_AFTER
+        self.opts.wal_preallocate && !idle::is_idle(self)
     }
 
     /// Deletes the flushed logs kept for reuse (at close, and once writes

@@ -48,10 +48,13 @@ fn check_options(o: &Options) -> Result<()> {
             "memtable size must be at least 64 KiB".into(),
         ));
     }
-    if !(0.0..=1.0).contains(&o.blob_gc_threshold) || o.blob_gc_threshold == 0.0 {
-        return Err(Error::InvalidArgument(
-            "blob GC threshold must be in (0, 1]".into(),
-        ));
+    for (t, what) in [
+        (o.blob_gc_threshold, "blob GC threshold"),
+        (o.blob_gc_idle_threshold, "idle blob GC threshold"),
+    ] {
+        if !(0.0..=1.0).contains(&t) || t == 0.0 {
+            return Err(Error::InvalidArgument(format!("{what} must be in (0, 1]")));
+        }
     }
     Ok(())
 }

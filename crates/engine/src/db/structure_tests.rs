@@ -271,3 +271,70 @@ fn recycles_then_drops_the_spare(durability: crate::options::Durability) {
     }
     db.close().unwrap();
 }
+
+/// While writes come in, a blob file is collected only once its dead share
+/// reaches the (high) busy threshold; once writes pause, the threshold
+/// drops to the idle one, so the database at rest holds little garbage.
+/// Collection's own moves are not client writes: they must not end the
+/// idle state (or each collection would hold off the next for 5 s).
+#[test]
+fn idle_database_collects_blob_garbage_below_the_busy_threshold() {
+    let fs = MemFs::new();
+    let mut o = options(&fs);
+    o.blob_gc_threshold = 0.9;
+    o.blob_gc_idle_threshold = 0.05;
+    let db = Db::open(o).unwrap();
+    let shared = db.inner.shared.clone();
+    let value = vec![b'v'; 4000];
+    for i in 0..200u32 {
+        db.put(format!("k{i:04}").as_bytes(), &value).unwrap();
+    }
+    db.flush().unwrap();
+    // A quarter of the first blob file becomes garbage.
+    let newer = vec![b'w'; 4000];
+    for i in 0..50u32 {
+        db.put(format!("k{i:04}").as_bytes(), &newer).unwrap();
+    }
+    db.flush().unwrap();
+    let most_garbage = |s: &Shared| {
+        let v = s.vs.lock().current.clone();
+        v.blobs
+            .values()
+            .map(|b| b.garbage_ratio())
+            .fold(0.0f64, f64::max)
+    };
+    assert!(most_garbage(&shared) >= 0.2);
+    // Busy: below the busy threshold, nothing is collected.
+    for _ in 0..5 {
+        *shared.last_write.lock() = std::time::Instant::now();
+        shared.wake_background();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(most_garbage(&shared) >= 0.2, "collected while busy");
+    assert_eq!(super::gc::threshold(&shared), 0.9);
+    // Idle: collected down to the idle threshold.
+    *shared.last_write.lock() = std::time::Instant::now() - super::idle::IDLE_FLUSH_AFTER * 2;
+    assert_eq!(super::gc::threshold(&shared), 0.05);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while most_garbage(&shared) >= 0.05 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "garbage left when idle: {}",
+            most_garbage(&shared)
+        );
+        shared.wake_background();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        super::idle::is_idle(&shared),
+        "blob collection's moves counted as client writes"
+    );
+    for i in 0..200u32 {
+        let want = if i < 50 { &newer } else { &value };
+        assert_eq!(
+            db.get(format!("k{i:04}").as_bytes()).unwrap().as_deref(),
+            Some(&want[..])
+        );
+    }
+    db.close().unwrap();
+}
