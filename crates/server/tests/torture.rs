@@ -42,41 +42,28 @@ fn check(cfg: Config) {
 }
 
 /// Small memtable and a low blob collection threshold so flushes,
-/// compactions and blob garbage collection run all the time;
-/// acknowledgement once in the OS (survives kill -9).
+/// compactions and blob garbage collection run all the time.
+const BUSY_ENGINE: [&str; 6] = [
+    "--memtable-size",
+    "65536",
+    "--compaction-interval",
+    "1s",
+    "--blob-gc-threshold",
+    "0.1",
+];
+
+/// Acknowledgement once in the OS (survives kill -9), with the engine's
+/// background work running all the time.
 #[test]
 fn torture_kill_9_durability_os() {
-    check(Config::from_env(
-        "os",
-        4,
-        &[
-            "--memtable-size",
-            "65536",
-            "--compaction-interval",
-            "1s",
-            "--blob-gc-threshold",
-            "0.1",
-        ],
-    ));
+    check(Config::from_env("os", 4, &BUSY_ENGINE));
 }
 
 /// The same with an fsync before every acknowledgement.
 #[test]
 fn torture_kill_9_durability_sync() {
-    let mut cfg = Config::from_env(
-        "sync",
-        1,
-        &[
-            "--memtable-size",
-            "65536",
-            "--compaction-interval",
-            "1s",
-            "--blob-gc-threshold",
-            "0.1",
-            "--durability",
-            "sync",
-        ],
-    );
+    let args = [&BUSY_ENGINE[..], &["--durability", "sync"]].concat();
+    let mut cfg = Config::from_env("sync", 1, &args);
     cfg.kills = (cfg.kills / 10).max(1);
     cfg.secs = cfg.secs.map(|s| s / 10.0);
     cfg.workers = cfg.workers.max(8);
