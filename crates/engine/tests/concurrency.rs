@@ -638,12 +638,23 @@ fn txns_are_atomic_under_contention() {
 /// would show up here as a count lost after a power loss.
 #[test]
 fn sync_mode_reads_see_only_durable_writes() {
-    with_timeout(120, "sync mode visibility", || {
+    reads_see_only_durable_writes(6);
+}
+
+/// The same with one writer: its batches are alone, so the writer syncs
+/// and publishes them itself rather than the sync stage
+/// (`db/sync_stage.rs`, `SyncStage::alone`).
+#[test]
+fn sync_mode_reads_see_only_durable_writes_of_a_lone_writer() {
+    reads_see_only_durable_writes(1);
+}
+
+fn reads_see_only_durable_writes(writers: usize) {
+    with_timeout(120, "sync mode visibility", move || {
         let fs = MemFs::new();
         let mut o = busy_options(&fs, Durability::Sync);
         o.blob_gc_threshold = 0.5;
         let db = Db::open(o.clone()).unwrap();
-        let writers = 6;
         let stop = Arc::new(AtomicBool::new(false));
         let mut handles = Vec::new();
         for t in 0..writers {

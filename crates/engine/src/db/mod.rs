@@ -150,6 +150,9 @@ pub(crate) struct Counters {
     pub bytes_written: AtomicU64,
     pub user_bytes_written: AtomicU64,
     pub wal_syncs: AtomicU64,
+    /// `sync` mode: log fdatasyncs run by the committing writer itself, a
+    /// batch alone (`sync_stage`); also counted in `wal_syncs`.
+    pub wal_syncs_by_committer: AtomicU64,
     pub write_stalls: AtomicU64,
     pub wal_bytes: AtomicU64,
     /// What recovery dropped at open: records and bytes.

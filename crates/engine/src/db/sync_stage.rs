@@ -33,12 +33,23 @@
 //!   may or may not be on disk); they are never published. Later syncs of
 //!   that log fail too (see `wal::writer`), so nothing after them is
 //!   published either.
+//!
+//! **A batch alone is synced by its committer** ([`SyncStage::alone`]):
+//! when nothing is handed over or being synced, the batch holds one
+//! request and so did each of the last [`ALONE_STREAK`] syncs (a client
+//! writing one request at a time), the committer fdatasyncs and publishes it itself, still
+//! holding the log. The hand-over and the wake-up back cost two thread
+//! switches per write, a quarter of one client's writes per second; with
+//! nothing else in flight there is nothing to overlap. Order holds: the
+//! stage is idle, so every batch handed over earlier is published, and
+//! none can be handed over while the committer holds the log. As soon as
+//! two requests meet in a batch, batches go to this thread again.
 
 use super::commit::{fail_decided, publish, Decided};
 use super::Shared;
 use crate::error::{Error, Result};
 use parking_lot::{Condvar, Mutex};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -68,7 +79,22 @@ pub(super) struct SyncStage {
     state: Mutex<State>,
     /// Wakes the sync thread, and whoever waits in [`SyncStage::drain`].
     cv: Condvar,
+    /// How many fdatasyncs in a row (here or by a committer) covered at
+    /// most [`ALONE_REQUESTS_MAX`] requests.
+    singles: AtomicUsize,
 }
+
+/// Most requests a batch holds, and each of the last [`ALONE_STREAK`]
+/// syncs covered, for the committer to sync the batch itself
+/// ([`SyncStage::alone`]).
+pub(super) const ALONE_REQUESTS_MAX: usize = 1;
+/// Syncs in a row of at most [`ALONE_REQUESTS_MAX`] requests before a
+/// committer syncs a batch itself. With many clients a sync of one request
+/// happens now and then (the first write after a large sync); a committer
+/// syncing then would block its I/O thread while others could have shared
+/// the sync. Measured with 50 clients: with a streak of one, 8% of the
+/// syncs ran on I/O threads.
+pub(super) const ALONE_STREAK: usize = 8;
 
 impl SyncStage {
     /// Starts the sync thread.
@@ -76,6 +102,7 @@ impl SyncStage {
         let stage = Arc::new(SyncStage {
             state: Mutex::new(State::default()),
             cv: Condvar::new(),
+            singles: AtomicUsize::new(0),
         });
         let s = stage.clone();
         let h = std::thread::Builder::new()
@@ -89,6 +116,28 @@ impl SyncStage {
     pub fn hand_over(&self, a: Appended) {
         self.state.lock().waiting.push(a);
         self.cv.notify_all();
+    }
+
+    /// True if the committer should sync and publish its batch of
+    /// `requests` itself: nothing is handed over or being synced, and
+    /// neither this batch nor any of the last [`ALONE_STREAK`] syncs holds
+    /// more than [`ALONE_REQUESTS_MAX`] requests. The committer must hold
+    /// the log from this call until it has published the batch.
+    pub fn alone(&self, requests: usize) -> bool {
+        if requests > ALONE_REQUESTS_MAX || self.singles.load(Ordering::Relaxed) < ALONE_STREAK {
+            return false;
+        }
+        let s = self.state.lock();
+        !s.busy && s.waiting.is_empty()
+    }
+
+    /// Records that an fdatasync covered `requests` requests.
+    pub fn covered(&self, requests: usize) {
+        if requests > ALONE_REQUESTS_MAX {
+            self.singles.store(0, Ordering::Relaxed);
+        } else {
+            self.singles.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Waits until every batch handed over is synced and published (or
@@ -133,6 +182,7 @@ impl SyncStage {
             };
             if batches.iter().any(|b| b.logged) {
                 shared.counters.wal_syncs.fetch_add(1, Ordering::Relaxed);
+                self.covered(batches.iter().map(|b| b.decided.len()).sum());
             }
             match r {
                 Ok(()) => {
