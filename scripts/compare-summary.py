@@ -98,15 +98,21 @@ def main():
         out.append("")
 
     disk = [r for r in ok if r["phase"] == "disk"]
-    if disk:
+    for phase, title in (
+        ("disk", "disk after the last phase"),
+        ("disk-rest", "disk at rest (REST_SECS after the last request)"),
+    ):
+        rows = [r for r in ok if r["phase"] == phase]
+        if not rows:
+            continue
         out += [
-            "## disk after the last phase",
+            f"## {title}",
             "",
             "| setup | disk/live | disk MB | live MB |",
             "|---|---|---|---|",
         ]
         for s in setups:
-            rs = [r for r in disk if r["setup"] == s]
+            rs = [r for r in rows if r["setup"] == s]
             if rs:
                 mb = lambda k: med((r[k] / 1e6) if r.get(k) is not None else None for r in rs)
                 out.append(
@@ -157,10 +163,12 @@ def main():
         out.append("")
         if disk:
             out += ["| disk/live | pair | ratio |", "|---|---|---|"]
-            for e, r in pairs:
-                # A Redis without persistence keeps ~nothing on disk: no ratio.
-                v = ratio(e, r, "disk", "disk_per_live", 0.01)
-                out.append(f"| disk/live | {e} / {r} | {fmt(v, '.2f')} |")
+            for phase, name in (("disk", "disk/live"), ("disk-rest", "disk/live at rest")):
+                for e, r in pairs:
+                    # A Redis without persistence keeps ~nothing on disk: no ratio.
+                    v = ratio(e, r, phase, "disk_per_live", 0.01)
+                    if v is not None:
+                        out.append(f"| {name} | {e} / {r} | {fmt(v, '.2f')} |")
             out.append("")
 
     if failed:

@@ -45,7 +45,9 @@
 #                     threads (/proc/PID/task/*/status) / requests
 #   disk/live         after the last phase: du of the data directory / live
 #                     data, the sum of STRLEN of every key plus the key
-#                     lengths, asked of the server itself
+#                     lengths, asked of the server itself; then again at rest,
+#                     REST_SECS [12] after the last request (Escabelo tidies
+#                     up 5 s after the last request: docs/performance.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -56,6 +58,7 @@ ROUNDS=${ROUNDS:-3}
 HOT_KEY_RATIO=${HOT_KEY_RATIO:-0.2}
 PIPELINE=${PIPELINE:-1}
 SEED=${SEED:-42}
+REST_SECS=${REST_SECS:-12}
 PHASES=${PHASES:-"read80 read70 write read single-write single-read"}
 SETUPS=${SETUPS:-"escabelo-os escabelo-sync redis-everysec redis-always"}
 VALUE_SIZE=${VALUE_SIZE:-0}
@@ -364,13 +367,19 @@ for round in $(seq 1 "$ROUNDS"); do
                 "${args[@]}" --assume-preloaded --duration "$DURATION"
         done
         live=$(live_bytes "$port" || echo "")
-        disk=$(du -sB1 "$dir" | cut -f1)
-        python3 -c 'import json,sys
-s, r, d, l = sys.argv[1:]
-print(json.dumps({"setup": s, "round": int(r), "phase": "disk", "disk_bytes": int(d),
+        record_disk() {
+            python3 -c 'import json,sys
+s, r, p, d, l = sys.argv[1:]
+print(json.dumps({"setup": s, "round": int(r), "phase": p, "disk_bytes": int(d),
                   "live_bytes": int(l) if l.isdigit() else None,
                   "disk_per_live": int(d) / int(l) if l.isdigit() and int(l) else None}))' \
-            "$setup" "$round" "$disk" "$live" >>"$JSONL"
+                "$setup" "$round" "$1" "$(du -sB1 "$dir" | cut -f1)" "$live" >>"$JSONL"
+        }
+        record_disk disk
+        if [ "$REST_SECS" -gt 0 ]; then
+            sleep "$REST_SECS"
+            record_disk disk-rest
+        fi
         stop_server
         rm -rf "$base"
     done

@@ -75,15 +75,17 @@ pub struct Options {
     pub blob_threshold: Option<usize>,
     /// Target size of a blob file before a new one is started.
     pub blob_file_size: u64,
-    /// While writes come in, a blob file whose dead share reaches this
+    /// While clients use the database, a blob file whose dead share reaches this
     /// fraction is rewritten. Rewriting a file copies its live share, so a
     /// high threshold copies little per byte reclaimed: under the
     /// challenge's overwrites, 0.25 copied 712-888 MB in 8 s of writes
     /// (70-85% of what the flushes wrote, 14% of the server's CPU), 0.75
     /// copied 207-247 MB (docs/performance.md, sixth pass).
     pub blob_gc_threshold: f64,
-    /// Once no write came for [`crate::db::IDLE_FLUSH_AFTER`], the
-    /// threshold drops to this (if lower), so a database at rest holds
+    /// Once the database is idle (no request for
+    /// [`crate::db::IDLE_FLUSH_AFTER`], or no write for
+    /// [`crate::db::READS_DEFER_IDLE_MAX`]), the threshold drops to this
+    /// (if lower), so a database at rest holds
     /// little garbage whatever the busy threshold let pile up.
     pub blob_gc_idle_threshold: f64,
     /// Collect blob files in the background as soon as they are due. When

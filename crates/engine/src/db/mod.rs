@@ -19,7 +19,7 @@ pub(crate) mod flush;
 pub(crate) mod gc;
 pub(crate) mod idle;
 pub use background::BACKGROUND_NICE;
-pub use idle::IDLE_FLUSH_AFTER;
+pub use idle::{IDLE_FLUSH_AFTER, READS_DEFER_IDLE_MAX};
 pub mod metrics;
 mod open;
 mod read;
@@ -233,6 +233,8 @@ pub(crate) struct Shared {
     /// When the last client write was applied (blob collection's moves do
     /// not count), for what an idle database does (`idle`).
     pub last_write: Mutex<std::time::Instant>,
+    /// When client reads last came (`idle`).
+    pub reads: idle::Reads,
     /// Held while a compaction runs.
     pub compaction_lock: Mutex<()>,
     /// Held while a blob collection runs.
@@ -694,6 +696,7 @@ impl Db {
     /// Reads the current value of `key`.
     pub fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
         self.check_open()?;
+        self.inner.shared.reads.note();
         read::get(&self.inner.shared, key)
     }
 
@@ -702,12 +705,14 @@ impl Db {
     /// the database as it was when it started.
     pub fn scan_prefix(&self, prefix: &[u8]) -> Result<ScanIter> {
         self.check_open()?;
+        self.inner.shared.reads.note();
         ScanIter::new(self.inner.shared.clone(), prefix)
     }
 
     /// Streams every live key in ascending order.
     pub fn keys(&self) -> Result<KeysIter> {
         self.check_open()?;
+        self.inner.shared.reads.note();
         KeysIter::new(self.inner.shared.clone())
     }
 

@@ -281,6 +281,7 @@ pub(super) fn open(opts: Options) -> Result<Db> {
         wal_file: Mutex::new(None),
         flush_error: Mutex::new(None),
         last_write: Mutex::new(Instant::now()),
+        reads: super::idle::Reads::new(),
         compaction_lock: Mutex::new(()),
         gc_lock: Mutex::new(()),
         compaction_cursors: Mutex::new(vec![Bytes::new(); NUM_LEVELS]),

@@ -248,7 +248,7 @@ fn recycles_then_drops_the_spare(durability: crate::options::Durability) {
     reopened.close().unwrap();
 
     // Writes pause: the compaction thread's idle check drops the spare.
-    *shared.last_write.lock() = std::time::Instant::now() - super::idle::IDLE_FLUSH_AFTER * 2;
+    super::idle::pretend_idle(&shared);
     assert!(!shared.recycles_logs());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while !shared.vs.lock().recyclable_logs.is_empty() {
@@ -313,7 +313,7 @@ fn idle_database_collects_blob_garbage_below_the_busy_threshold() {
     assert!(most_garbage(&shared) >= 0.2, "collected while busy");
     assert_eq!(super::gc::threshold(&shared), 0.9);
     // Idle: collected down to the idle threshold.
-    *shared.last_write.lock() = std::time::Instant::now() - super::idle::IDLE_FLUSH_AFTER * 2;
+    super::idle::pretend_idle(&shared);
     assert_eq!(super::gc::threshold(&shared), 0.05);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while most_garbage(&shared) >= 0.05 {
@@ -336,6 +336,43 @@ fn idle_database_collects_blob_garbage_below_the_busy_threshold() {
             Some(&want[..])
         );
     }
+    db.close().unwrap();
+}
+
+/// Reads keep a database busy (no idle flush or collection while clients
+/// read), until no write came for `READS_DEFER_IDLE_MAX`.
+#[test]
+fn reads_keep_the_database_busy_until_the_reads_cap() {
+    use super::idle::{is_idle, pretend_idle, IDLE_FLUSH_AFTER, READS_DEFER_IDLE_MAX};
+    use std::time::{Duration, Instant};
+    let fs = MemFs::new();
+    let db = Db::open(options(&fs)).unwrap();
+    let shared = db.inner.shared.clone();
+    db.put(b"k", b"v").unwrap();
+    pretend_idle(&shared);
+    assert!(is_idle(&shared), "no request for 10 s, yet busy");
+    // A read in the current round.
+    assert_eq!(get(&db, "k").as_deref(), Some("v"));
+    assert!(!is_idle(&shared), "idle right after a read");
+    // The round ends (the compaction thread's wake-up): still recent.
+    shared.reads.backdate(Duration::ZERO);
+    assert!(!is_idle(&shared), "idle a moment after a read");
+    // Reads 10 s ago, the write too: idle.
+    shared.reads.backdate(IDLE_FLUSH_AFTER * 2);
+    assert!(is_idle(&shared));
+    // Scans and key listings count as reads.
+    drop(db.keys().unwrap());
+    assert!(!is_idle(&shared), "a key listing did not count as a read");
+    shared.reads.backdate(IDLE_FLUSH_AFTER * 2);
+    drop(db.scan_prefix(b"").unwrap());
+    assert!(!is_idle(&shared), "a scan did not count as a read");
+    // Reads all the time, but no write for longer than the cap: idle.
+    *shared.last_write.lock() = Instant::now() - READS_DEFER_IDLE_MAX - Duration::from_secs(1);
+    assert_eq!(get(&db, "k").as_deref(), Some("v"));
+    assert!(
+        is_idle(&shared),
+        "reads kept the database busy past the cap"
+    );
     db.close().unwrap();
 }
 
