@@ -433,13 +433,14 @@ impl Shared {
     /// instead of being deleted. Overwriting a file whose blocks are
     /// allocated (and whose pages are likely still cached) costs less than
     /// writing a new one: no block allocation, no page-cache truncation on
-    /// unlink (docs/performance.md, fourth pass); in `sync` mode it is also
-    /// already preallocated. Only while writes come in, in both modes, so
+    /// unlink (docs/performance.md, fourth pass); in `sync` mode its
+    /// fdatasyncs then need no metadata update either. Only while writes
+    /// come in, in both modes, so
     /// that an idle database holds no spare log
     /// ([`Shared::remove_recyclable_logs`]; in `sync` mode the spare held a
     /// whole preallocated segment: 3.0x the live data at rest, sixth pass).
     pub fn recycles_logs(&self) -> bool {
-        self.opts.wal_preallocate && !idle::is_idle(self)
+        self.opts.wal_recycle && !idle::is_idle(self)
     }
 
     /// Deletes the flushed logs kept for reuse (at close, and once writes
