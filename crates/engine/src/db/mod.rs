@@ -54,7 +54,11 @@ pub enum WriteOp {
     Put {
         /// The key.
         key: Bytes,
-        /// The value.
+        /// The value. Kept as given, not copied, by the memtable until it
+        /// is flushed and by the value cache until the key is evicted or
+        /// written again: pass a `Bytes` that owns its allocation (such as
+        /// `Bytes::copy_from_slice`), not a slice of a larger buffer, which
+        /// would stay alive with it.
         value: Bytes,
     },
     /// Remove `key`; the outcome says whether it existed.

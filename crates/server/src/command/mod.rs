@@ -445,6 +445,15 @@ pub fn check_key(key: &[u8]) -> Result<(), Reply> {
     Ok(())
 }
 
+/// A value argument to store, copied into its own allocation. RESP
+/// arguments are slices of the connection's read buffer, and the engine
+/// keeps a stored value as given (in the memtable, and in the value cache
+/// when its key is hot): a slice would keep the whole buffer alive with it
+/// (see `WriteOp::Put`). Text-protocol values are copied by their parser.
+pub fn stored(v: &Bytes) -> Bytes {
+    Bytes::copy_from_slice(v)
+}
+
 /// Checks a value argument against the configured limit.
 pub fn check_value(ctx: &Context, v: &[u8]) -> Result<(), Reply> {
     if v.len() > ctx.max_value_len {
@@ -594,6 +603,74 @@ mod tests {
             b"averyverylongcommandname",
         ] {
             assert_eq!(lookup_index(other), None, "{other:?}");
+        }
+    }
+
+    /// The values a plan stores, from every kind of plan that stores them.
+    fn stored_values(plan: &Plan) -> Vec<Bytes> {
+        match plan {
+            Plan::Write {
+                op: WriteOp::Put { value, .. },
+                ..
+            } => vec![value.clone()],
+            Plan::Txn { txn, .. } => txn
+                .ops
+                .iter()
+                .filter_map(|o| match &o.action {
+                    crate::txn::TxnAction::Put(v) => Some(v.clone()),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The engine keeps a stored value as given (memtable, value cache):
+    /// a RESP value sliced from the connection's read buffer would keep
+    /// the whole buffer alive as long as its key stays hot.
+    #[test]
+    fn resp_values_do_not_pin_the_read_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = escabelo_engine::Db::open(escabelo_engine::Options::new(dir.path())).unwrap();
+        let (_tx, shutdown) = tokio::sync::watch::channel(false);
+        let ctx = Context {
+            db,
+            counters: std::sync::Arc::new(Counters::new()),
+            max_value_len: 1 << 20,
+            shutdown,
+            info: std::sync::Arc::new(crate::server::connection::ServerInfo::new(
+                "127.0.0.1:0".parse().unwrap(),
+                10,
+            )),
+        };
+        let mut session = Session::default();
+        for words in [
+            &["SET", "k", "value-of-k"][..],
+            &["SETNX", "k2", "value-of-k2"],
+            &["GETSET", "k", "another-value"],
+            &["MSET", "a", "value-of-a", "b", "value-of-b"],
+            &["SET", "k", "conditional", "XX"],
+        ] {
+            // One buffer, as the parser hands arguments out.
+            let buf = Bytes::from(words.concat().into_bytes());
+            let mut at = 0;
+            let args: Vec<Bytes> = words
+                .iter()
+                .map(|w| {
+                    at += w.len();
+                    buf.slice(at - w.len()..at)
+                })
+                .collect();
+            let plan = plan_redis(&ctx, &mut session, args);
+            let values = stored_values(&plan);
+            assert!(!values.is_empty(), "{words:?} stores nothing");
+            let range = buf.as_ptr_range();
+            for v in values {
+                assert!(
+                    !range.contains(&v.as_ptr()),
+                    "{words:?}: {v:?} is a slice of the read buffer"
+                );
+            }
         }
     }
 

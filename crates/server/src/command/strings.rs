@@ -4,7 +4,7 @@
 //! all-or-none after a crash.
 
 use super::{
-    check_key, check_value, engine_error, syntax_error, wrong_args, Call, KeyCmd, Out, Plan,
+    check_key, check_value, engine_error, stored, syntax_error, wrong_args, Call, KeyCmd, Out, Plan,
 };
 use crate::reply::Reply;
 use crate::server::stats::Counters;
@@ -128,10 +128,11 @@ pub fn set(c: &mut Call) -> Out {
         )
         .into();
     }
-    let (key, value) = (c.arg(1).clone(), c.arg(2).clone());
-    if let Err(e) = check_key(&key).and_then(|_| check_value(c.ctx, &value)) {
+    let (key, value) = (c.arg(1).clone(), c.arg(2));
+    if let Err(e) = check_key(&key).and_then(|_| check_value(c.ctx, value)) {
         return e.into();
     }
+    let value = stored(value);
     if !nx && !xx && !want_get && !c.in_multi {
         return Out::Plan(Plan::Write {
             op: WriteOp::Put { key, value },
@@ -161,10 +162,11 @@ pub fn set(c: &mut Call) -> Out {
 
 /// `SETNX key value`.
 pub fn setnx(c: &mut Call) -> Out {
-    let (key, value) = (c.arg(1).clone(), c.arg(2).clone());
-    if let Err(e) = check_key(&key).and_then(|_| check_value(c.ctx, &value)) {
+    let (key, value) = (c.arg(1).clone(), c.arg(2));
+    if let Err(e) = check_key(&key).and_then(|_| check_value(c.ctx, value)) {
         return e.into();
     }
+    let value = stored(value);
     key_cmd(
         vec![op(&key, TxnAction::Put(value), TxnCond::IfAbsent, false)],
         |r| Reply::Int(r[0].applied as i64),
@@ -173,10 +175,11 @@ pub fn setnx(c: &mut Call) -> Out {
 
 /// `GETSET key value`.
 pub fn getset(c: &mut Call) -> Out {
-    let (key, value) = (c.arg(1).clone(), c.arg(2).clone());
-    if let Err(e) = check_key(&key).and_then(|_| check_value(c.ctx, &value)) {
+    let (key, value) = (c.arg(1).clone(), c.arg(2));
+    if let Err(e) = check_key(&key).and_then(|_| check_value(c.ctx, value)) {
         return e.into();
     }
+    let value = stored(value);
     key_cmd(
         vec![op(&key, TxnAction::Put(value), TxnCond::Always, true)],
         |r| Reply::opt(r[0].old.clone()),
@@ -242,7 +245,7 @@ fn pairs(c: &Call, name: &str) -> Result<Vec<(Bytes, Bytes)>, Reply> {
     for kv in c.args[1..].chunks(2) {
         check_key(&kv[0])?;
         check_value(c.ctx, &kv[1])?;
-        out.push((kv[0].clone(), kv[1].clone()));
+        out.push((kv[0].clone(), stored(&kv[1])));
     }
     Ok(out)
 }
