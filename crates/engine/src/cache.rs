@@ -65,6 +65,15 @@ impl Shard {
     }
 }
 
+/// How [`ValueCache::insert`] keeps a value read from disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// Copied: it is a slice of a larger buffer (a table block).
+    Copy,
+    /// As it is: it holds little more than itself (a blob read).
+    AsIs,
+}
+
 /// A sharded LRU cache of values.
 pub struct ValueCache {
     shards: Vec<Mutex<Shard>>,
@@ -122,8 +131,11 @@ impl ValueCache {
     }
 
     /// Caches `value` read from disk by a reader that started at write
-    /// sequence `read_seq`, unless the shard was invalidated since.
-    pub fn insert(&self, key: &[u8], value: &Bytes, read_seq: u64) {
+    /// sequence `read_seq`, unless the shard was invalidated since. `held`
+    /// says whether `value` may be kept as it is or must be copied (a
+    /// slice of a larger buffer: the copy keeps that buffer from staying
+    /// alive with the entry).
+    pub fn insert(&self, key: &[u8], value: &Bytes, read_seq: u64, held: Held) {
         let add = charge(key, value);
         if add > self.shard_capacity / 4 {
             return;
@@ -132,9 +144,12 @@ impl ValueCache {
         if s.invalidated_at > read_seq {
             return;
         }
-        // Copy so a small value does not pin the whole block it came from.
         let k = Bytes::copy_from_slice(key);
-        if let Some(old) = s.lru.put(k, Bytes::copy_from_slice(value)) {
+        let v = match held {
+            Held::Copy => Bytes::copy_from_slice(value),
+            Held::AsIs => value.clone(),
+        };
+        if let Some(old) = s.lru.put(k, v) {
             s.bytes -= charge(key, &old);
         }
         s.bytes += add;
@@ -193,10 +208,15 @@ mod tests {
     #[test]
     fn insert_get_evict() {
         let c = ValueCache::new(CACHE_SHARDS * 1000);
-        c.insert(b"a", &Bytes::from_static(b"1"), 0);
+        c.insert(b"a", &Bytes::from_static(b"1"), 0, Held::Copy);
         assert_eq!(c.get(b"a"), Some(Bytes::from_static(b"1")));
         for i in 0..10_000u32 {
-            c.insert(&i.to_be_bytes(), &Bytes::from(vec![0u8; 100]), 0);
+            c.insert(
+                &i.to_be_bytes(),
+                &Bytes::from(vec![0u8; 100]),
+                0,
+                Held::Copy,
+            );
         }
         assert!(c.bytes() <= (CACHE_SHARDS * 1000) as u64);
     }
@@ -206,16 +226,16 @@ mod tests {
         let c = ValueCache::new(1 << 20);
         // Reader started at seq 5; a write at seq 6 invalidated the key.
         c.write_through(b"k", None, 6);
-        c.insert(b"k", &Bytes::from_static(b"old"), 5);
+        c.insert(b"k", &Bytes::from_static(b"old"), 5, Held::Copy);
         assert_eq!(c.get(b"k"), None);
-        c.insert(b"k", &Bytes::from_static(b"new"), 6);
+        c.insert(b"k", &Bytes::from_static(b"new"), 6, Held::Copy);
         assert_eq!(c.get(b"k"), Some(Bytes::from_static(b"new")));
     }
 
     #[test]
     fn a_write_updates_a_cached_key_and_leaves_others_uncached() {
         let c = ValueCache::new(1 << 20);
-        c.insert(b"hot", &Bytes::from_static(b"v1"), 0);
+        c.insert(b"hot", &Bytes::from_static(b"v1"), 0, Held::Copy);
         c.write_through(b"hot", Some(&Bytes::from_static(b"v2")), 1);
         assert_eq!(c.get(b"hot"), Some(Bytes::from_static(b"v2")));
         // Writes alone do not fill the cache.
@@ -230,10 +250,10 @@ mod tests {
     #[test]
     fn stale_insert_after_write_through_is_refused() {
         let c = ValueCache::new(1 << 20);
-        c.insert(b"k", &Bytes::from_static(b"v1"), 0);
+        c.insert(b"k", &Bytes::from_static(b"v1"), 0, Held::Copy);
         c.write_through(b"k", Some(&Bytes::from_static(b"v2")), 7);
         // A reader that started at seq 6 read the old value from disk.
-        c.insert(b"k", &Bytes::from_static(b"v1"), 6);
+        c.insert(b"k", &Bytes::from_static(b"v1"), 6, Held::Copy);
         assert_eq!(c.get(b"k"), Some(Bytes::from_static(b"v2")));
     }
 
@@ -242,7 +262,7 @@ mod tests {
         let cap = CACHE_SHARDS * 4000;
         let c = ValueCache::new(cap);
         for i in 0..2000u32 {
-            c.insert(&i.to_be_bytes(), &Bytes::from(vec![0u8; 10]), 0);
+            c.insert(&i.to_be_bytes(), &Bytes::from(vec![0u8; 10]), 0, Held::Copy);
         }
         for i in 0..2000u32 {
             c.write_through(
@@ -265,7 +285,7 @@ mod tests {
     #[test]
     fn a_write_through_shares_the_written_value() {
         let c = ValueCache::new(1 << 20);
-        c.insert(b"hot", &Bytes::from_static(b"v1"), 0);
+        c.insert(b"hot", &Bytes::from_static(b"v1"), 0, Held::Copy);
         let v = Bytes::from(vec![7u8; 5000]);
         c.write_through(b"hot", Some(&v), 1);
         let got = c.get(b"hot").unwrap();
@@ -275,9 +295,23 @@ mod tests {
     }
 
     #[test]
+    fn a_value_read_from_a_blob_is_kept_as_it_is_and_a_block_slice_is_copied() {
+        let c = ValueCache::new(1 << 20);
+        let blob = Bytes::from(vec![3u8; 5000]);
+        c.insert(b"blob", &blob, 0, Held::AsIs);
+        assert_eq!(c.get(b"blob").unwrap().as_ptr(), blob.as_ptr());
+        let block = Bytes::from(vec![4u8; 5000]);
+        let inline = block.slice(100..200);
+        c.insert(b"inline", &inline, 0, Held::Copy);
+        let got = c.get(b"inline").unwrap();
+        assert_eq!(got, inline);
+        assert!(!block.as_ptr_range().contains(&got.as_ptr()));
+    }
+
+    #[test]
     fn zero_capacity_disables() {
         let c = ValueCache::new(0);
-        c.insert(b"k", &Bytes::from_static(b"v"), 0);
+        c.insert(b"k", &Bytes::from_static(b"v"), 0, Held::Copy);
         assert_eq!(c.get(b"k"), None);
     }
 }

@@ -761,3 +761,50 @@ fn redis_exporter_scrapes_the_server_through_info() {
     assert!(get(&s, "redis_connected_clients") >= 1.0);
     assert!(get(&s, "redis_commands_processed_total") >= 1.0);
 }
+
+/// A connection that received a long request keeps its emptied input
+/// buffer for the next one (so a long value does not reallocate and fault
+/// in a fresh buffer each time), within the shared budget, and gives it
+/// back when the client leaves.
+#[test]
+fn input_buffers_kept_after_long_requests_are_given_back_when_clients_leave() {
+    let (server, mport) = start_with_metrics(&[]);
+    let kept = || {
+        get(
+            &samples(&scrape(mport)),
+            "escabelo_input_buffers_kept_bytes",
+        )
+    };
+    assert_eq!(kept(), 0.0);
+    let value = "v".repeat(200_000);
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        let mut c = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        c.set_read_timeout(Some(TIMEOUT)).unwrap();
+        c.write_all(format!("write long{i}|{value}\r").as_bytes())
+            .unwrap();
+        let mut reply = [0u8; 8];
+        c.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply, b"success\r");
+        clients.push(c);
+    }
+    let held = kept();
+    // Each holds one buffer of at least the value's length, at most
+    // KEEP_EACH_MAX (1 MiB).
+    assert!(
+        (600_000.0..=3.0 * 1024.0 * 1024.0).contains(&held),
+        "{held} bytes kept by 3 connections"
+    );
+    // A short request on a kept buffer keeps it.
+    clients[0].write_all(b"read long0\r").unwrap();
+    let mut reply = vec![0u8; value.len() + 1];
+    clients[0].read_exact(&mut reply).unwrap();
+    assert_eq!(&reply[..value.len()], value.as_bytes());
+    assert_eq!(kept(), held);
+    drop(clients);
+    let deadline = Instant::now() + TIMEOUT;
+    while kept() != 0.0 {
+        assert!(Instant::now() < deadline, "{} bytes still kept", kept());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -15,6 +15,11 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// A value read by [`BlobReader::get`] shares the buffer it was read into
+/// (record head and key included) only while those take at most
+/// 1/`PIN_SHARE_MAX` of its length; otherwise it is copied out.
+pub const PIN_SHARE_MAX: usize = 8;
+
 /// An open, finished blob file. Shared between threads (`Send + Sync`);
 /// every read is a positioned read.
 #[derive(Debug)]
@@ -97,6 +102,12 @@ impl BlobReader {
     /// the record, that its length is `r.len`, and that its key equals
     /// `key`. Any mismatch is [`Error::Corruption`]; wrong data is never
     /// returned.
+    ///
+    /// The value is a slice of the buffer read, which also holds the
+    /// record's head and key, unless those weigh more than
+    /// 1/[`PIN_SHARE_MAX`] of the value: then it is a copy. So the value
+    /// keeps at most that share more than its own length alive, and the
+    /// value cache can hold it as it is.
     pub fn get(&self, r: &BlobRef, key: &[u8]) -> Result<Bytes> {
         let corrupt = |reason: String| Error::corruption(&self.path, r.offset, reason);
         if r.file != self.meta.number {
@@ -142,6 +153,9 @@ impl BlobReader {
             ));
         }
         let value = head.value_range();
+        if (buf.len() - value.len()) * PIN_SHARE_MAX > value.len() {
+            return Ok(Bytes::copy_from_slice(&buf[value]));
+        }
         Ok(Bytes::from(buf).slice(value))
     }
 

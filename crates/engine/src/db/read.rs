@@ -6,6 +6,7 @@
 //! separated value costs one positioned read of its blob record.
 
 use super::Shared;
+use crate::cache::Held;
 use crate::error::Result;
 use crate::iter::{LevelSource, MemSource, MergeIter, Source, TableSource};
 use crate::types::Value;
@@ -39,12 +40,15 @@ pub(super) fn get(shared: &Shared, key: &[u8]) -> Result<Option<Bytes>> {
     if let Some(v) = shared.cache.get(key) {
         return Ok(Some(v));
     }
-    let value = match sv.version.get(key)? {
+    // An inline value is a slice of a table block: the cache copies it. A
+    // blob value holds little more than itself (`blob::reader::PIN_SHARE_MAX`):
+    // the cache keeps it as it is, which saves a copy of a long value.
+    let (value, own) = match sv.version.get(key)? {
         None | Some(Value::Tombstone) => return Ok(None),
-        Some(Value::Inline(b)) => b,
-        Some(Value::Blob(r)) => sv.version.read_blob(&r, key)?,
+        Some(Value::Inline(b)) => (b, Held::Copy),
+        Some(Value::Blob(r)) => (sv.version.read_blob(&r, key)?, Held::AsIs),
     };
-    shared.cache.insert(key, &value, seq);
+    shared.cache.insert(key, &value, seq, own);
     Ok(Some(value))
 }
 

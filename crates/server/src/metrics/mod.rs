@@ -368,6 +368,11 @@ pub fn render(s: &Scrape) -> String {
         "Clients connected now.",
         get(&c.connections) as f64,
     );
+    f.gauge(
+        "escabelo_input_buffers_kept_bytes",
+        "Bytes of emptied input buffers that busy connections keep for their next long request.",
+        crate::server::input::INPUT_BUDGET.used() as f64,
+    );
     f.counter(
         "escabelo_connections_accepted_total",
         "Clients accepted since start.",

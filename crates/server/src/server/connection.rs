@@ -29,6 +29,7 @@ use crate::protocol::resp::{self, Parsed};
 use crate::protocol::text::{self, Parser};
 use crate::protocol::{detect, Detect, Protocol, Wire};
 use crate::reply::Reply;
+use crate::server::input::{self, Keep};
 use crate::server::output::Output;
 use crate::server::stats::Counters;
 use crate::txn::TxnResult;
@@ -55,7 +56,8 @@ const READ_MIN: usize = 4 * 1024;
 /// over several reads).
 const READ_MAX: usize = 256 * 1024;
 /// Buffers larger than this are freed when they become empty, so idle
-/// connections hold little memory.
+/// connections hold little memory (an input buffer may be kept up to
+/// [`input::KEEP_EACH_MAX`] while the shared [`input::INPUT_BUDGET`] allows).
 const KEEP_BUFFER: usize = 64 * 1024;
 /// How long a first line that ends in `\r` and could be a Redis inline
 /// command waits for a `\n` before it is taken as the text protocol.
@@ -191,6 +193,8 @@ struct Conn {
     parser: Parsers,
     session: Session,
     inbuf: BytesMut,
+    /// This connection's share of the budget for emptied input buffers.
+    keep: Keep,
     out: Output,
     queue: VecDeque<Pending>,
     /// Bytes held by queue entries.
@@ -235,6 +239,7 @@ pub async fn serve(mut stream: TcpStream, ctx: Context) {
         session,
         ctx,
         inbuf: BytesMut::new(),
+        keep: Keep::new(&input::INPUT_BUDGET),
         out: Output::default(),
         queue: VecDeque::new(),
         queued_bytes: 0,
@@ -333,8 +338,7 @@ pub async fn serve(mut stream: TcpStream, ctx: Context) {
             _ = sleep_until(deadline), if deadline.is_some() => conn.detect_expired = true,
             _ = &mut stop_signal, if !stopping => stopping = true,
         }
-        if conn.inbuf.is_empty() && conn.inbuf.capacity() > KEEP_BUFFER {
-            conn.inbuf = BytesMut::new();
+        if conn.inbuf.is_empty() && conn.tidy_input() {
             read_size = READ_MIN;
         }
     }
@@ -374,6 +378,31 @@ async fn wait_front(queue: &mut VecDeque<Pending>) -> Done {
 }
 
 impl Conn {
+    /// Called when the input buffer is empty: rewinds it to the start of
+    /// its allocation, and frees it if it is large and the shared budget
+    /// does not let this connection keep it ([`crate::server::input`]).
+    /// Returns whether it was freed.
+    fn tidy_input(&mut self) -> bool {
+        let cap = self.inbuf.capacity();
+        if cap == 0 {
+            self.keep.release();
+            return false;
+        }
+        // Without allocating: the bytes already consumed are part of the
+        // allocation too, and the next read lands on warm lines.
+        let _ = self.inbuf.try_reclaim(cap + 1);
+        let size = self.inbuf.capacity();
+        if size <= KEEP_BUFFER {
+            self.keep.release();
+            return false;
+        }
+        if self.keep.hold(size) {
+            return false;
+        }
+        self.inbuf = BytesMut::new();
+        true
+    }
+
     /// Chooses the protocol once the first bytes allow it. Returns `false`
     /// while undecided.
     fn decide(&mut self) -> bool {

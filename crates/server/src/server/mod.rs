@@ -1,6 +1,7 @@
 //! The TCP server: listener, connection limit, graceful shutdown.
 
 pub mod connection;
+pub mod input;
 pub mod output;
 pub mod stats;
 
