@@ -16,6 +16,15 @@
 //! snapshot was taken (as it could before, from a value another reader
 //! cached): the read and the write overlapped, and a point read reads one
 //! key, so no other answer could contradict it.
+//!
+//! Each entry also remembers whether its value holds a `\r` byte
+//! ([`Found::has_cr`]), worked out on the first read that finds the entry
+//! without it: the text protocol cannot frame such a value, and that check
+//! was the only pass over a value's bytes in user space on its way to the
+//! socket (13% of the server's CPU in reads only, a first touch of a value
+//! in main memory). A hot value is now checked once per write, not once per
+//! read. An entry's value and its flag are replaced together, under the
+//! shard's lock.
 
 use bytes::Bytes;
 use lru::LruCache;
@@ -34,8 +43,52 @@ pub const CACHE_SHARDS: usize = 32;
 /// Bytes charged per entry on top of key and value.
 const ENTRY_OVERHEAD: usize = 64;
 
+/// A cached value and what is known of its bytes.
+struct Entry {
+    value: Bytes,
+    /// Whether `value` holds a `\r`; `None` until a read works it out.
+    has_cr: Option<bool>,
+}
+
+impl Entry {
+    fn new(value: Bytes, has_cr: Option<bool>) -> Entry {
+        Entry { value, has_cr }
+    }
+}
+
+/// A value read, with whether it holds a `\r` (0x0D) byte when that is
+/// known without looking at it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// The value.
+    pub value: Bytes,
+    /// `Some(true)` if the value holds a `\r`, `Some(false)` if not, `None`
+    /// if the engine did not look (a value found in a memtable).
+    pub has_cr: Option<bool>,
+}
+
+impl Found {
+    /// A value nothing is known of.
+    pub fn unchecked(value: Bytes) -> Found {
+        Found {
+            value,
+            has_cr: None,
+        }
+    }
+
+    /// Whether the value holds a `\r`, looking at it if that is not known.
+    pub fn has_cr(&self) -> bool {
+        self.has_cr.unwrap_or_else(|| holds_cr(&self.value))
+    }
+}
+
+/// Whether `value` holds a `\r` byte.
+pub fn holds_cr(value: &[u8]) -> bool {
+    memchr::memchr(b'\r', value).is_some()
+}
+
 struct Shard {
-    lru: LruCache<Bytes, Bytes, FastHasher>,
+    lru: LruCache<Bytes, Entry, FastHasher>,
     bytes: usize,
     invalidated_at: u64,
 }
@@ -51,7 +104,7 @@ impl Shard {
     fn evict_to(&mut self, capacity: usize) {
         while self.bytes > capacity {
             match self.lru.pop_lru() {
-                Some((k, v)) => self.bytes -= charge(&k, &v),
+                Some((k, e)) => self.bytes -= charge(&k, &e.value),
                 None => break,
             }
         }
@@ -60,7 +113,7 @@ impl Shard {
     /// Drops `key`'s entry, if any.
     fn remove(&mut self, key: &[u8]) {
         if let Some(old) = self.lru.pop(key) {
-            self.bytes -= charge(key, &old);
+            self.bytes -= charge(key, &old.value);
         }
     }
 }
@@ -116,18 +169,37 @@ impl ValueCache {
         &self.shards[(h as usize) % CACHE_SHARDS]
     }
 
-    /// The cached value of `key`.
-    pub fn get(&self, key: &[u8]) -> Option<Bytes> {
+    /// The cached value of `key`, with whether it holds a `\r` (worked out
+    /// now if no read did since the entry was set).
+    pub fn get(&self, key: &[u8]) -> Option<Found> {
         if self.shard_capacity == 0 {
             return None;
         }
-        let v = self.shard(key).lock().lru.get(key).cloned();
-        if v.is_some() {
-            self.hits.fetch_add(1, Ordering::Relaxed);
-        } else {
+        let shard = self.shard(key);
+        let found = shard.lock().lru.get(key).map(|e| Found {
+            value: e.value.clone(),
+            has_cr: e.has_cr,
+        });
+        let Some(mut found) = found else {
             self.misses.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        if found.has_cr.is_none() {
+            // Looked at outside the lock (a value may be up to a quarter of
+            // a shard), then noted if the entry still holds this value: the
+            // clone keeps its allocation, so the same address and length
+            // are the same bytes.
+            let has_cr = holds_cr(&found.value);
+            found.has_cr = Some(has_cr);
+            let mut s = shard.lock();
+            if let Some(e) = s.lru.peek_mut(key) {
+                if e.value.as_ptr() == found.value.as_ptr() && e.value.len() == found.value.len() {
+                    e.has_cr = Some(has_cr);
+                }
+            }
         }
-        v
+        Some(found)
     }
 
     /// Caches `value` read from disk by a reader that started at write
@@ -149,8 +221,8 @@ impl ValueCache {
             Held::Copy => Bytes::copy_from_slice(value),
             Held::AsIs => value.clone(),
         };
-        if let Some(old) = s.lru.put(k, v) {
-            s.bytes -= charge(key, &old);
+        if let Some(old) = s.lru.put(k, Entry::new(v, None)) {
+            s.bytes -= charge(key, &old.value);
         }
         s.bytes += add;
         s.evict_to(self.shard_capacity);
@@ -179,8 +251,8 @@ impl ValueCache {
                 // owns its allocation (see `WriteOp::Put`). A copy here
                 // cost a `malloc` and a `memcpy` of every write of a hot
                 // key, and doubled the heap the written values take.
-                let old = std::mem::replace(slot, v.clone());
-                s.bytes = s.bytes - old.len() + v.len();
+                let old = std::mem::replace(slot, Entry::new(v.clone(), None));
+                s.bytes = s.bytes - old.value.len() + v.len();
                 s.evict_to(self.shard_capacity);
             }
             _ => s.remove(key),
@@ -209,7 +281,7 @@ mod tests {
     fn insert_get_evict() {
         let c = ValueCache::new(CACHE_SHARDS * 1000);
         c.insert(b"a", &Bytes::from_static(b"1"), 0, Held::Copy);
-        assert_eq!(c.get(b"a"), Some(Bytes::from_static(b"1")));
+        assert_eq!(c.get(b"a").map(|f| f.value), Some(Bytes::from_static(b"1")));
         for i in 0..10_000u32 {
             c.insert(
                 &i.to_be_bytes(),
@@ -227,9 +299,12 @@ mod tests {
         // Reader started at seq 5; a write at seq 6 invalidated the key.
         c.write_through(b"k", None, 6);
         c.insert(b"k", &Bytes::from_static(b"old"), 5, Held::Copy);
-        assert_eq!(c.get(b"k"), None);
+        assert_eq!(c.get(b"k").map(|f| f.value), None);
         c.insert(b"k", &Bytes::from_static(b"new"), 6, Held::Copy);
-        assert_eq!(c.get(b"k"), Some(Bytes::from_static(b"new")));
+        assert_eq!(
+            c.get(b"k").map(|f| f.value),
+            Some(Bytes::from_static(b"new"))
+        );
     }
 
     #[test]
@@ -237,13 +312,16 @@ mod tests {
         let c = ValueCache::new(1 << 20);
         c.insert(b"hot", &Bytes::from_static(b"v1"), 0, Held::Copy);
         c.write_through(b"hot", Some(&Bytes::from_static(b"v2")), 1);
-        assert_eq!(c.get(b"hot"), Some(Bytes::from_static(b"v2")));
+        assert_eq!(
+            c.get(b"hot").map(|f| f.value),
+            Some(Bytes::from_static(b"v2"))
+        );
         // Writes alone do not fill the cache.
         c.write_through(b"cold", Some(&Bytes::from_static(b"x")), 2);
-        assert_eq!(c.get(b"cold"), None);
+        assert_eq!(c.get(b"cold").map(|f| f.value), None);
         // A delete drops the key.
         c.write_through(b"hot", None, 3);
-        assert_eq!(c.get(b"hot"), None);
+        assert_eq!(c.get(b"hot").map(|f| f.value), None);
         assert_eq!(c.bytes(), 0);
     }
 
@@ -254,7 +332,10 @@ mod tests {
         c.write_through(b"k", Some(&Bytes::from_static(b"v2")), 7);
         // A reader that started at seq 6 read the old value from disk.
         c.insert(b"k", &Bytes::from_static(b"v1"), 6, Held::Copy);
-        assert_eq!(c.get(b"k"), Some(Bytes::from_static(b"v2")));
+        assert_eq!(
+            c.get(b"k").map(|f| f.value),
+            Some(Bytes::from_static(b"v2"))
+        );
     }
 
     #[test]
@@ -273,7 +354,7 @@ mod tests {
         }
         assert!(c.bytes() <= cap as u64, "{} > {cap}", c.bytes());
         let held: u64 = (0..2000u32)
-            .filter_map(|i| c.get(&i.to_be_bytes()))
+            .filter_map(|i| c.get(&i.to_be_bytes()).map(|f| f.value))
             .map(|v| {
                 assert_eq!(&v[..], &[1u8; 900][..]);
                 (4 + v.len() + ENTRY_OVERHEAD) as u64
@@ -288,7 +369,7 @@ mod tests {
         c.insert(b"hot", &Bytes::from_static(b"v1"), 0, Held::Copy);
         let v = Bytes::from(vec![7u8; 5000]);
         c.write_through(b"hot", Some(&v), 1);
-        let got = c.get(b"hot").unwrap();
+        let got = c.get(b"hot").unwrap().value;
         assert_eq!(got, v);
         // The memtable's value, not a copy of it.
         assert_eq!(got.as_ptr(), v.as_ptr());
@@ -299,19 +380,68 @@ mod tests {
         let c = ValueCache::new(1 << 20);
         let blob = Bytes::from(vec![3u8; 5000]);
         c.insert(b"blob", &blob, 0, Held::AsIs);
-        assert_eq!(c.get(b"blob").unwrap().as_ptr(), blob.as_ptr());
+        assert_eq!(c.get(b"blob").unwrap().value.as_ptr(), blob.as_ptr());
         let block = Bytes::from(vec![4u8; 5000]);
         let inline = block.slice(100..200);
         c.insert(b"inline", &inline, 0, Held::Copy);
-        let got = c.get(b"inline").unwrap();
+        let got = c.get(b"inline").unwrap().value;
         assert_eq!(got, inline);
         assert!(!block.as_ptr_range().contains(&got.as_ptr()));
+    }
+
+    #[test]
+    fn a_cached_value_remembers_whether_it_holds_cr_until_it_is_replaced() {
+        let c = ValueCache::new(1 << 20);
+        c.insert(b"k", &Bytes::from_static(b"plain"), 0, Held::Copy);
+        assert_eq!(c.get(b"k").unwrap().has_cr, Some(false));
+        assert_eq!(c.get(b"k").unwrap().has_cr, Some(false));
+        c.write_through(b"k", Some(&Bytes::from_static(b"two\rlines")), 1);
+        let f = c.get(b"k").unwrap();
+        assert_eq!((&f.value[..], f.has_cr), (&b"two\rlines"[..], Some(true)));
+        c.write_through(b"k", Some(&Bytes::from_static(b"one line")), 2);
+        assert_eq!(c.get(b"k").unwrap().has_cr, Some(false));
+        assert!(Found::unchecked(Bytes::from_static(b"a\r")).has_cr());
+        assert!(!Found::unchecked(Bytes::from_static(b"a\n")).has_cr());
+    }
+
+    /// Writers swap a hot key between values with and without a `\r`
+    /// while readers work the flag out: a reader that looked at an older
+    /// value must never leave its answer on a newer one.
+    #[test]
+    fn a_cr_flag_never_outlives_its_value_under_concurrent_writes() {
+        let c = std::sync::Arc::new(ValueCache::new(1 << 20));
+        c.insert(b"hot", &Bytes::from_static(b"start"), 0, Held::Copy);
+        let seq = std::sync::Arc::new(AtomicU64::new(1));
+        std::thread::scope(|scope| {
+            for w in 0..2u8 {
+                let (c, seq) = (c.clone(), seq.clone());
+                scope.spawn(move || {
+                    for i in 0..100_000u32 {
+                        let mut v = vec![b'x'; 64 + (i % 7) as usize];
+                        if (i + w as u32).is_multiple_of(2) {
+                            v[10] = b'\r';
+                        }
+                        let s = seq.fetch_add(1, Ordering::SeqCst);
+                        c.write_through(b"hot", Some(&Bytes::from(v)), s);
+                    }
+                });
+            }
+            for _ in 0..2 {
+                let c = c.clone();
+                scope.spawn(move || {
+                    for _ in 0..200_000 {
+                        let f = c.get(b"hot").expect("the hot key stays cached");
+                        assert_eq!(f.has_cr, Some(holds_cr(&f.value)), "{:?}", f.value);
+                    }
+                });
+            }
+        });
     }
 
     #[test]
     fn zero_capacity_disables() {
         let c = ValueCache::new(0);
         c.insert(b"k", &Bytes::from_static(b"v"), 0, Held::Copy);
-        assert_eq!(c.get(b"k"), None);
+        assert_eq!(c.get(b"k").map(|f| f.value), None);
     }
 }

@@ -36,8 +36,8 @@ pub mod wal;
 
 pub use db::metrics::{Histogram, HistogramSnapshot, WriteHistograms};
 pub use db::{
-    Db, Stats, Txn, TxnAction, TxnCallback, TxnCond, TxnOp, TxnResult, WriteCallback, WriteOp,
-    TXN_OPS_MAX,
+    Db, Found, Stats, Txn, TxnAction, TxnCallback, TxnCond, TxnOp, TxnResult, WriteCallback,
+    WriteOp, TXN_OPS_MAX,
 };
 pub use error::{Error, Result};
 pub use options::{Durability, Options};

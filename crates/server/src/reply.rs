@@ -24,6 +24,10 @@ pub enum Reply {
     /// A binary-safe string (text protocol: the bytes, if they can be
     /// framed).
     Bulk(Bytes),
+    /// A string known to hold no `\r`: a bulk string in RESP, sent as it is
+    /// by the text protocol without looking for one (see
+    /// [`escabelo_engine::Found`]).
+    BulkNoCr(Bytes),
     /// A missing value: RESP2 `$-1`, RESP3 `_`, text `error`.
     Null,
     /// A missing array: RESP2 `*-1`, RESP3 `_`.

@@ -495,6 +495,60 @@ fn text_protocol_never_broken_by_resp_data() {
     r.check(&["EXISTS", "t:cr"], b":0\r\n");
 }
 
+/// The value cache remembers whether a value holds a `\r` (the text
+/// protocol cannot frame one). A hot key overwritten through RESP, in turns
+/// with and without a `\r`, short and long (sent from its own buffer), and
+/// pushed out of the memtable each time so the reads go through the cache,
+/// must always be answered as its newest value says.
+#[test]
+fn text_reads_of_cached_values_follow_each_overwrite_through_resp() {
+    let srv = Server::start(&["--memtable-size", "64KiB"]);
+    let mut r = Resp::new(&srv);
+    let mut c = srv.client();
+    let stat = |c: &mut Client, name: &str| -> u64 {
+        let st = c.status();
+        let v = st.iter().find(|(k, _)| k == name);
+        v.map(|(_, v)| v.parse().unwrap_or(0)).unwrap_or(0)
+    };
+    let filler = vec![b'f'; 2000];
+    let hits_before = stat(&mut c, "cache_hits");
+    for round in 0..12u8 {
+        let n = if round % 4 >= 2 { 5000 } else { 100 };
+        let mut v = vec![b'a' + round; n];
+        let has_cr = round % 2 == 1;
+        if has_cr {
+            v[n / 2] = b'\r';
+        }
+        assert_eq!(r.call_bytes(&[b"SET", b"hot", &v]), b"+OK\r\n");
+        for i in 0..64 {
+            let k = format!("fill:{i}");
+            assert_eq!(r.call_bytes(&[b"SET", k.as_bytes(), &filler]), b"+OK\r\n");
+        }
+        for _ in 0..500 {
+            if stat(&mut c, "immutable_memtable_size") == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let expected = if has_cr {
+            b"error: value not representable in the text protocol\r".to_vec()
+        } else {
+            let mut e = v.clone();
+            e.push(b'\r');
+            e
+        };
+        for _ in 0..3 {
+            c.roundtrip(b"read hot\r", &expected);
+        }
+        r.check(&["STRLEN", "hot"], format!(":{n}\r\n").as_bytes());
+    }
+    let hits = stat(&mut c, "cache_hits") - hits_before;
+    assert!(
+        hits >= 24,
+        "only {hits} reads were served by the value cache"
+    );
+}
+
 #[test]
 fn pipelined_resp_keeps_order() {
     let srv = Server::start(&[]);

@@ -32,6 +32,7 @@ pub use read::{KeysIter, ScanIter};
 pub use txn::{Txn, TxnAction, TxnCallback, TxnCond, TxnOp, TxnResult, TXN_OPS_MAX};
 
 use crate::blob::BlobReader;
+pub use crate::cache::Found;
 use crate::cache::ValueCache;
 use crate::error::{Error, Result};
 use crate::fs::{DirLock, File, FsRef};
@@ -700,6 +701,14 @@ impl Db {
 
     /// Reads the current value of `key`.
     pub fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
+        Ok(self.get_found(key)?.map(|f| f.value))
+    }
+
+    /// Reads the current value of `key`, with whether it holds a `\r`
+    /// byte when the value cache knows that already ([`Found::has_cr`]):
+    /// the text protocol cannot frame such a value, and the cache saves
+    /// it a pass over each hot value's bytes.
+    pub fn get_found(&self, key: &[u8]) -> Result<Option<Found>> {
         self.check_open()?;
         self.inner.shared.reads.note();
         read::get(&self.inner.shared, key)

@@ -6,7 +6,7 @@
 //! separated value costs one positioned read of its blob record.
 
 use super::Shared;
-use crate::cache::Held;
+use crate::cache::{Found, Held};
 use crate::error::Result;
 use crate::iter::{LevelSource, MemSource, MergeIter, Source, TableSource};
 use crate::types::Value;
@@ -14,8 +14,9 @@ use crate::version::SuperVersion;
 use bytes::Bytes;
 use std::sync::Arc;
 
-/// Reads the current value of `key`.
-pub(super) fn get(shared: &Shared, key: &[u8]) -> Result<Option<Bytes>> {
+/// Reads the current value of `key`, with whether it holds a `\r` when the
+/// value cache knew.
+pub(super) fn get(shared: &Shared, key: &[u8]) -> Result<Option<Found>> {
     // The memtables are searched under the super-version's read lock, so
     // that the common case (a hot key found there) takes no reference to
     // the super-version: while the lock is held no other super-version can
@@ -27,12 +28,15 @@ pub(super) fn get(shared: &Shared, key: &[u8]) -> Result<Option<Bytes>> {
         let current = shared.sv.read();
         let seq = shared.seq.load(std::sync::atomic::Ordering::SeqCst);
         match current.get_mem(key, seq) {
-            Some(Value::Inline(b)) => return Ok(Some(b)),
+            Some(Value::Inline(b)) => return Ok(Some(Found::unchecked(b))),
             Some(Value::Tombstone) => return Ok(None),
             Some(Value::Blob(r)) => {
                 let sv = current.clone();
                 drop(current);
-                return sv.version.read_blob(&r, key).map(Some);
+                return sv
+                    .version
+                    .read_blob(&r, key)
+                    .map(|b| Some(Found::unchecked(b)));
             }
             None => (current.clone(), seq),
         }
@@ -49,7 +53,7 @@ pub(super) fn get(shared: &Shared, key: &[u8]) -> Result<Option<Bytes>> {
         Some(Value::Blob(r)) => (sv.version.read_blob(&r, key)?, Held::AsIs),
     };
     shared.cache.insert(key, &value, seq, own);
-    Ok(Some(value))
+    Ok(Some(Found::unchecked(value)))
 }
 
 fn sources(sv: &SuperVersion, snap: u64) -> Vec<Box<dyn Source>> {

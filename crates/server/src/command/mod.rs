@@ -18,20 +18,20 @@ pub mod transactions;
 
 use crate::error::reply_reason;
 use crate::metrics::{ErrorKind, RECORDER};
-use crate::protocol::text::{Request, KEY_LEN_MAX};
+use crate::protocol::text::{self, Request, KEY_LEN_MAX};
 use crate::protocol::Wire;
 use crate::reply::Reply;
 use crate::server::connection::Context;
 use crate::server::stats::Counters;
 use crate::txn::{Txn, TxnOp, TxnResult};
 use bytes::{Bytes, BytesMut};
-use escabelo_engine::{Error, WriteOp};
+use escabelo_engine::{Error, Found, WriteOp};
 
 /// Finishes a plain write or delete: turns the engine's outcome into the
 /// reply (and counts it).
 pub type WriteFinish = fn(&Counters, Result<escabelo_engine::Result<bool>, ()>) -> Reply;
 /// Finishes a read of one key.
-pub type ReadFinish = fn(&Counters, escabelo_engine::Result<Option<Bytes>>) -> Reply;
+pub type ReadFinish = fn(&Counters, escabelo_engine::Result<Option<Found>>) -> Reply;
 /// Finishes a transaction.
 pub type TxnFinish =
     Box<dyn FnOnce(Result<escabelo_engine::Result<Vec<TxnResult>>, ()>) -> Reply + Send>;
@@ -519,10 +519,14 @@ fn text_delete_done(c: &Counters, r: Result<escabelo_engine::Result<bool>, ()>) 
     }
 }
 
-fn text_read_done(c: &Counters, r: escabelo_engine::Result<Option<Bytes>>) -> Reply {
+fn text_read_done(c: &Counters, r: escabelo_engine::Result<Option<Found>>) -> Reply {
     Counters::bump(&c.reads);
     match r {
-        Ok(v) => Reply::opt(v),
+        Ok(None) => Reply::Null,
+        // The value cache knows for a hot value whether it holds a `\r`;
+        // otherwise it is looked at here, once.
+        Ok(Some(f)) if f.has_cr() => Reply::err(text::NOT_REPRESENTABLE),
+        Ok(Some(f)) => Reply::BulkNoCr(f.value),
         Err(e) => Reply::err(reply_reason(&e)),
     }
 }

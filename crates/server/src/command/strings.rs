@@ -10,7 +10,7 @@ use crate::reply::Reply;
 use crate::server::stats::Counters;
 use crate::txn::{TxnAction, TxnCond, TxnOp, TxnResult};
 use bytes::Bytes;
-use escabelo_engine::{Error, WriteOp};
+use escabelo_engine::{Error, Found, WriteOp};
 
 /// A transaction op.
 pub fn op(key: &Bytes, action: TxnAction, cond: TxnCond, want_old: bool) -> TxnOp {
@@ -40,9 +40,10 @@ pub fn count_read(c: &Counters, found: bool) {
     });
 }
 
-fn get_done(c: &Counters, r: escabelo_engine::Result<Option<Bytes>>) -> Reply {
+fn get_done(c: &Counters, r: escabelo_engine::Result<Option<Found>>) -> Reply {
     match r {
         Ok(v) => {
+            let v = v.map(|f| f.value);
             count_read(c, v.is_some());
             Reply::opt(v)
         }
@@ -50,9 +51,9 @@ fn get_done(c: &Counters, r: escabelo_engine::Result<Option<Bytes>>) -> Reply {
     }
 }
 
-fn strlen_done(_: &Counters, r: escabelo_engine::Result<Option<Bytes>>) -> Reply {
+fn strlen_done(_: &Counters, r: escabelo_engine::Result<Option<Found>>) -> Reply {
     match r {
-        Ok(v) => Reply::Int(v.map_or(0, |v| v.len() as i64)),
+        Ok(v) => Reply::Int(v.map_or(0, |f| f.value.len() as i64)),
         Err(e) => engine_error(&e),
     }
 }

@@ -19,9 +19,8 @@ pub mod process;
 use crate::command::COMMAND_NAMES;
 use crate::protocol::text::Request;
 use crate::server::stats::Counters;
-use bytes::Bytes;
 use escabelo_engine::db::metrics::LATENCY_BOUNDS_NS;
-use escabelo_engine::{Db, Histogram, HistogramSnapshot, Stats, WriteHistograms};
+use escabelo_engine::{Db, Found, Histogram, HistogramSnapshot, Stats, WriteHistograms};
 use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
 /// The clock of the request-latency histograms: the CPU's time-stamp
 /// counter where it is usable (calibrated against the system clock by
@@ -137,9 +136,9 @@ impl Recorder {
 
 /// Reads `key`, recording the time in the read-latency histogram.
 #[inline]
-pub fn timed_get(db: &Db, key: &[u8]) -> escabelo_engine::Result<Option<Bytes>> {
+pub fn timed_get(db: &Db, key: &[u8]) -> escabelo_engine::Result<Option<Found>> {
     let start = Instant::now();
-    let r = db.get(key);
+    let r = db.get_found(key);
     RECORDER.read.observe_duration(start.elapsed());
     r
 }

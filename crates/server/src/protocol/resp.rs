@@ -424,7 +424,7 @@ pub fn encode(out: &mut BytesMut, version: Version, reply: &Reply) {
             out.put_slice(fmt_u64(&mut b, n.unsigned_abs()));
             out.put_slice(b"\r\n");
         }
-        Reply::Bulk(b) => encode_bulk(out, b),
+        Reply::Bulk(b) | Reply::BulkNoCr(b) => encode_bulk(out, b),
         Reply::Null if v3 => out.put_slice(b"_\r\n"),
         Reply::Null => out.put_slice(b"$-1\r\n"),
         Reply::NullArray if v3 => out.put_slice(b"_\r\n"),

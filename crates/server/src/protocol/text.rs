@@ -568,6 +568,7 @@ pub fn encode_reply(out: &mut BytesMut, reply: &crate::reply::Reply) {
                 encode_error(out, &NOT_REPRESENTABLE)
             }
         }
+        Reply::BulkNoCr(v) => encode_value(out, v),
         Reply::Status(s) => encode_value(out, s.as_bytes()),
         Reply::Int(n) => encode_value(out, n.to_string().as_bytes()),
         Reply::Raw(b) => out.put_slice(b),

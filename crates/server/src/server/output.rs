@@ -53,10 +53,11 @@ impl Output {
     /// Appends `reply` encoded in `wire`, sharing a long string value
     /// instead of copying it.
     pub fn encode(&mut self, wire: Wire, reply: &Reply) {
-        if let Reply::Bulk(v) = reply {
+        if let Reply::Bulk(v) | Reply::BulkNoCr(v) = reply {
             if v.len() >= SHARE_MIN {
+                let no_cr = matches!(reply, Reply::BulkNoCr(_));
                 match wire {
-                    Wire::Text if text::can_frame(v) => {
+                    Wire::Text if no_cr || text::can_frame(v) => {
                         self.share(v.clone());
                         self.append(b"\r");
                         return;
