@@ -49,7 +49,7 @@ use crate::options::Durability;
 use crate::types::{BlobRef, Value};
 use crate::version::log_name;
 use crate::version::SuperVersion;
-use crate::wal::{encode_group, encode_record, WalWriter};
+use crate::wal::{Batch, WalWriter};
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
 use std::collections::{HashMap, VecDeque};
@@ -331,7 +331,7 @@ pub(crate) fn start(
             last_seq: shared.seq.load(Ordering::SeqCst),
             shared: shared.clone(),
             wal,
-            buf: Vec::with_capacity(BATCH_BYTES_MAX),
+            buf: Batch::with_capacity(BATCH_BYTES_MAX),
             stage: stage.clone(),
         }),
         shared,
@@ -396,7 +396,7 @@ fn run(p: &Pipeline) {
 struct Committer {
     shared: Arc<Shared>,
     wal: WalWriter,
-    buf: Vec<u8>,
+    buf: Batch,
     /// The sequence number of the last batch applied to the memtable (in
     /// `sync` mode it may not be published yet).
     last_seq: u64,
@@ -667,7 +667,7 @@ impl Committer {
                     value: Some(v),
                     ..
                 } => {
-                    encode_record(&mut self.buf, log_number, key, v);
+                    self.buf.push_record(log_number, key, v);
                     if needs_lookup {
                         overlay.insert(key.clone(), v.clone());
                     }
@@ -676,7 +676,7 @@ impl Committer {
                 Decided::Txn { writes, .. } if writes.is_empty() => {}
                 Decided::Txn { writes, .. } => {
                     // One record group: all of it survives a crash or none.
-                    if !encode_group(&mut self.buf, log_number, writes) {
+                    if !self.buf.push_group(log_number, writes) {
                         d.fail(&Error::InvalidArgument(format!(
                             "transaction too large for one log record (max {} bytes)",
                             crate::limits::BLOCK_LEN_MAX
@@ -698,8 +698,12 @@ impl Committer {
         // makes in `sync` mode).
         let sync_here = self.shared.opts.durability == Durability::Sync
             && self.stage.as_ref().is_none_or(|s| s.alone(decided.len()));
-        if !self.buf.is_empty() {
-            let mut res = self.wal.append(&self.buf);
+        let logged = !self.buf.is_empty();
+        if logged {
+            let mut res = self.wal.append_batch(&self.buf);
+            let batch_len = self.buf.len();
+            // Let go of the long values the batch shares with the requests.
+            self.buf.clear();
             if res.is_ok() && sync_here {
                 res = self.sync();
                 if let Some(stage) = &self.stage {
@@ -717,7 +721,7 @@ impl Committer {
             self.shared.metrics.observe_batch(decided.len());
             let c = &self.shared.counters;
             c.bytes_written
-                .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
+                .fetch_add(batch_len as u64, Ordering::Relaxed);
             c.user_bytes_written
                 .fetch_add(user_bytes, Ordering::Relaxed);
             c.wal_bytes.store(self.wal.len(), Ordering::Relaxed);
@@ -738,7 +742,7 @@ impl Committer {
             Some(stage) if !sync_here => stage.hand_over(Appended {
                 seq,
                 decided,
-                logged: !self.buf.is_empty(),
+                logged,
             }),
             _ => publish(&self.shared, seq, decided),
         }

@@ -45,6 +45,19 @@ pub trait File: Send + Sync + std::fmt::Debug {
     /// Writes all of `buf` at `offset`, extending the file if needed.
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
 
+    /// Writes all of `bufs`, one after the other, at `offset`: the same
+    /// bytes as one [`File::write_all_at`] of their concatenation. The
+    /// default concatenates them (so a wrapper that checks or fails writes
+    /// sees one write); the real file system writes them from where they
+    /// are (`pwritev`), which saves copying long values into one buffer.
+    fn write_all_vectored_at(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+        let mut all = Vec::with_capacity(bufs.iter().map(|b| b.len()).sum());
+        for b in bufs {
+            all.extend_from_slice(b);
+        }
+        self.write_all_at(&all, offset)
+    }
+
     /// Makes the file's data durable (fdatasync).
     fn sync_data(&self) -> io::Result<()>;
 

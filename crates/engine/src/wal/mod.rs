@@ -115,16 +115,25 @@
 //! Records carry the log number, so the stale bytes of a recycled file or
 //! the zeros of a preallocated one never read as records of this log.
 //!
+//! # Writing
+//!
+//! The committer gathers a batch's records in a [`Batch`] (`batch.rs`),
+//! which holds values of [`SHARE_VALUE_MIN`] bytes or more by reference, and
+//! [`WalWriter::append_batch`] writes it with one vectored write: the bytes
+//! on disk are exactly those laid out above.
+//!
 //! The reader never allocates on the strength of a length field alone: a
 //! length is used only after it has been checked against `BLOCK_LEN_MAX` and
 //! against the bytes actually left in the file.
 
+mod batch;
 mod reader;
 mod writer;
 
 #[cfg(test)]
 mod tests;
 
+pub use batch::{Batch, SHARE_VALUE_MIN};
 pub use reader::{ReadMode, Tail, WalReader, WalRecord};
 pub use writer::{seal_recovered, WalWriter};
 
@@ -216,14 +225,20 @@ pub fn encode_group(out: &mut Vec<u8>, log_number: u64, entries: &[(Bytes, Value
 /// Fills in the length, log number and checksum of the record that starts
 /// at `start` and ends at the end of `out`.
 fn finish_header(out: &mut [u8], start: usize, log_number: u64) {
-    let payload_len = out.len() - start - HEADER_LEN;
+    finish_header_over(out, start, log_number, &[]);
+}
+
+/// As [`finish_header`], for a record whose last bytes, `tail`, follow
+/// `out` in the file without being in it (see [`Batch`]).
+fn finish_header_over(out: &mut [u8], start: usize, log_number: u64, tail: &[u8]) {
+    let payload_len = out.len() + tail.len() - start - HEADER_LEN;
     debug_assert!(payload_len <= crate::limits::BLOCK_LEN_MAX);
     // An oversized payload cannot happen within the limits; if it did, the
     // saturated length makes the record read back as bad, never as data.
     let len = u32::try_from(payload_len).unwrap_or(u32::MAX) & !CONTROL_FLAG;
     out[start + 4..start + 8].copy_from_slice(&len.to_le_bytes());
     out[start + 8..start + 12].copy_from_slice(&(log_number as u32).to_le_bytes());
-    let crc = crc32c::crc32c(&out[start + 4..]);
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&out[start + 4..]), tail);
     out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
 }
 

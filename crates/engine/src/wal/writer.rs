@@ -1,6 +1,6 @@
 //! Appending records to a log segment.
 
-use super::{encode_end_markers, encode_sync_point, END_MARKERS_LEN};
+use super::{encode_end_markers, encode_sync_point, Batch, END_MARKERS_LEN};
 use crate::error::{IoContext, Result};
 use crate::fs::{File, FsRef, OpenMode};
 use std::io;
@@ -72,6 +72,9 @@ impl File for TrackedFile {
     }
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.inner.write_all_at(buf, offset)
+    }
+    fn write_all_vectored_at(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+        self.inner.write_all_vectored_at(bufs, offset)
     }
     fn sync_data(&self) -> io::Result<()> {
         self.tracked_sync(|f| f.sync_data())
@@ -213,7 +216,18 @@ impl WalWriter {
     /// the failed bytes, so a failed write (e.g. ENOSPC) never leaves a hole
     /// before later records.
     pub fn append(&mut self, data: &[u8]) -> Result<()> {
-        if data.is_empty() {
+        self.append_pieces(&[data])
+    }
+
+    /// As [`WalWriter::append`], for the records of `batch`: one vectored
+    /// write, long values straight from their own buffers.
+    pub fn append_batch(&mut self, batch: &Batch) -> Result<()> {
+        self.append_pieces(&batch.pieces())
+    }
+
+    fn append_pieces(&mut self, data: &[&[u8]]) -> Result<()> {
+        let data_len: usize = data.iter().map(|d| d.len()).sum();
+        if data_len == 0 {
             return Ok(());
         }
         let state = &self.file.state;
@@ -223,21 +237,26 @@ impl WalWriter {
             && synced <= self.len;
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();
+        let mut pieces: Vec<&[u8]> = Vec::with_capacity(data.len() + 1);
         if sync_point {
             encode_sync_point(&mut buf, self.log_number, synced);
-            buf.extend_from_slice(data);
+            pieces.push(&buf);
         }
-        let bytes: &[u8] = if sync_point { &buf } else { data };
-        self.preallocate_for(self.len + bytes.len() as u64);
-        let result = self.write_at_end(bytes);
+        pieces.extend_from_slice(data);
+        let total = buf.len() + data_len;
+        self.preallocate_for(self.len + total as u64);
+        let result = self.write_at_end(&pieces, total);
         if result.is_ok() {
-            self.crc = crc32c::crc32c_append(self.crc, bytes);
-            self.len += bytes.len() as u64;
+            for p in &pieces {
+                self.crc = crc32c::crc32c_append(self.crc, p);
+            }
+            self.len += total as u64;
             if sync_point {
                 self.checkpointed = synced;
             }
             self.file.state.appended.store(self.len, Ordering::Release);
         }
+        drop(pieces);
         // Keep the buffer's room for next time, but not a huge one.
         if buf.capacity() <= SCRATCH_KEEP_MAX {
             self.scratch = buf;
@@ -245,26 +264,33 @@ impl WalWriter {
         result.ctx(|| {
             format!(
                 "appending {} bytes to log {} at offset {}",
-                data.len(),
+                data_len,
                 self.path.display(),
                 self.len
             )
         })
     }
 
-    /// Writes `bytes` at `len` (zero-padded over what a failed write or a
-    /// seal left after it), without moving `len`.
-    fn write_at_end(&mut self, bytes: &[u8]) -> io::Result<()> {
-        let end = self.len + bytes.len() as u64;
-        let result = if end < self.garbage_end {
+    /// Writes `pieces` (`total` bytes) one after the other at `len`
+    /// (zero-padded over what a failed write or a seal left after them),
+    /// without moving `len`.
+    fn write_at_end(&mut self, pieces: &[&[u8]], total: usize) -> io::Result<()> {
+        let end = self.len + total as u64;
+        let padding;
+        let mut padded;
+        let all: &[&[u8]] = if end < self.garbage_end {
             // Cover what a failed write left behind with zeros (read back as
             // the end of the log), in the same single write.
-            let mut padded = Vec::with_capacity((self.garbage_end - self.len) as usize);
-            padded.extend_from_slice(bytes);
-            padded.resize((self.garbage_end - self.len) as usize, 0);
-            self.file.write_all_at(&padded, self.len)
+            padding = vec![0u8; (self.garbage_end - end) as usize];
+            padded = pieces.to_vec();
+            padded.push(&padding);
+            &padded
         } else {
-            self.file.write_all_at(bytes, self.len)
+            pieces
+        };
+        let result = match all {
+            [one] => self.file.write_all_at(one, self.len),
+            all => self.file.write_all_vectored_at(all, self.len),
         };
         if result.is_ok() {
             self.allocated = self.allocated.max(end);
@@ -349,7 +375,7 @@ impl WalWriter {
         let mut markers = Vec::with_capacity(END_MARKERS_LEN);
         encode_end_markers(&mut markers, self.log_number, self.len, self.crc);
         let end = self.len + markers.len() as u64;
-        self.write_at_end(&markers).ctx(|| {
+        self.write_at_end(&[&markers[..]], markers.len()).ctx(|| {
             format!(
                 "writing the end marker of log {} at offset {}",
                 self.path.display(),
