@@ -541,9 +541,10 @@ pub fn encode_empty_list(out: &mut BytesMut) {
 /// cannot frame.
 pub const NOT_REPRESENTABLE: &str = "value not representable in the text protocol";
 
-/// Whether the text protocol can carry `value` (it holds no `\r`).
+/// Whether the text protocol can carry `value` (it holds no `\r`; the
+/// value cache remembers the same check per entry).
 pub fn can_frame(value: &[u8]) -> bool {
-    memchr::memchr(b'\r', value).is_none()
+    !escabelo_engine::cache::holds_cr(value)
 }
 
 /// Whether `key` is in the text protocol's key grammar (so it can be
