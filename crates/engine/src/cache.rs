@@ -27,12 +27,17 @@
 //! shard's lock.
 //!
 //! Keys of up to [`INLINE_KEY_MAX`] bytes are kept inside the entry
-//! ([`CacheKey`]): a hit compares the key where the entry already is,
+//! (`CacheKey`): a hit compares the key where the entry already is,
 //! rather than following one more pointer to the key's own allocation
 //! (that comparison, a cache miss, was most of a hit's cost). Hits and
 //! misses are counted per shard, under the lock a lookup holds anyway, so
-//! the cores do not pass one counter's cache line back and forth.
+//! the cores do not pass one counter's cache line back and forth. For the
+//! same reason a hit on a value of up to [`READ_COPY_MAX`] bytes hands out
+//! a copy rather than a share of the entry's `Bytes`
+//! ([`Value::for_reader`](crate::types::Value::for_reader)), with its `\r`
+//! flag worked out under the lock.
 
+use crate::types::READ_COPY_MAX;
 use bytes::Bytes;
 use lru::LruCache;
 use parking_lot::Mutex;
@@ -248,9 +253,22 @@ impl ValueCache {
         let shard = self.shard(key);
         let found = {
             let mut s = shard.lock();
-            let found = s.lru.get(key).map(|e| Found {
-                value: e.value.clone(),
-                has_cr: e.has_cr,
+            let found = s.lru.get_mut(key).map(|e| {
+                if e.value.len() <= READ_COPY_MAX {
+                    // Copied (see `Value::for_reader`), so the address
+                    // check below cannot work: a short value is looked at
+                    // here, under the lock.
+                    let has_cr = *e.has_cr.get_or_insert_with(|| holds_cr(&e.value));
+                    Found {
+                        value: Bytes::copy_from_slice(&e.value),
+                        has_cr: Some(has_cr),
+                    }
+                } else {
+                    Found {
+                        value: e.value.clone(),
+                        has_cr: e.has_cr,
+                    }
+                }
             });
             match found {
                 Some(_) => s.hits += 1,

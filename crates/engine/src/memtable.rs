@@ -227,7 +227,7 @@ impl Memtable {
     pub fn get(&self, key: &[u8], snap: u64) -> Option<Value> {
         let index = self.index.pin();
         let chain = index.get(key)?;
-        chain.visible(snap).map(|v| v.value.clone())
+        chain.visible(snap).map(|v| v.value.for_reader())
     }
 
     /// Entries visible at `snap` with keys from `start` on, in order: up to

@@ -51,6 +51,28 @@ pub enum Value {
     Tombstone,
 }
 
+/// Values up to this long are copied for a reader rather than shared
+/// ([`Value::for_reader`]).
+pub const READ_COPY_MAX: usize = 1024;
+
+impl Value {
+    /// This value for a reader on another thread: a short inline value is
+    /// copied, anything else shared. Sharing a `Bytes` is an atomic
+    /// increment, and later a decrement, of a reference count that the
+    /// writer's and the other readers' cores also touch: on a large map of
+    /// hot keys, a cache line fetched from another core (or from memory)
+    /// each time. A short copy reads the bytes the reply needs anyway and
+    /// writes to memory of this thread's own.
+    pub fn for_reader(&self) -> Value {
+        match self {
+            Value::Inline(b) if b.len() <= READ_COPY_MAX => {
+                Value::Inline(Bytes::copy_from_slice(b))
+            }
+            v => v.clone(),
+        }
+    }
+}
+
 /// On-disk tag for [`Value::Inline`] (tables, WAL).
 pub const KIND_INLINE: u8 = 0;
 /// On-disk tag for [`Value::Tombstone`].
@@ -121,6 +143,39 @@ impl Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reader_gets_short_values_copied_and_long_ones_shared() {
+        for len in [
+            0,
+            1,
+            READ_COPY_MAX - 1,
+            READ_COPY_MAX,
+            READ_COPY_MAX + 1,
+            70_000,
+        ] {
+            let b = Bytes::from(vec![b'v'; len]);
+            let v = Value::Inline(b.clone());
+            let r = v.for_reader();
+            assert_eq!(r, v, "len {len}");
+            let Value::Inline(rb) = r else {
+                panic!("not inline")
+            };
+            if len > 0 {
+                // (Empty values have no allocation to share or not.)
+                let shared = rb.as_ptr() == b.as_ptr();
+                assert_eq!(shared, len > READ_COPY_MAX, "len {len}");
+            }
+        }
+        let blob = Value::Blob(BlobRef {
+            file: 1,
+            offset: 2,
+            len: 3,
+            checksum: 4,
+        });
+        assert_eq!(blob.for_reader(), blob);
+        assert_eq!(Value::Tombstone.for_reader(), Value::Tombstone);
+    }
 
     #[test]
     fn value_round_trip() {
