@@ -69,7 +69,7 @@ fn set_done(c: &Counters, r: Result<escabelo_engine::Result<bool>, ()>) -> Reply
 
 /// `GET key`.
 pub fn get(c: &mut Call) -> Out {
-    let key = c.arg(1).clone();
+    let key = c.take(1);
     if c.in_multi {
         return key_cmd(vec![op(&key, TxnAction::Get, TxnCond::Always, true)], |r| {
             Reply::opt(r[0].old.clone())
@@ -129,11 +129,10 @@ pub fn set(c: &mut Call) -> Out {
         )
         .into();
     }
-    let (key, value) = (c.arg(1).clone(), c.arg(2));
-    if let Err(e) = check_key(&key).and_then(|_| check_value(c.ctx, value)) {
+    if let Err(e) = check_key(c.arg(1)).and_then(|_| check_value(c.ctx, c.arg(2))) {
         return e.into();
     }
-    let value = stored(value);
+    let (key, value) = (c.take(1), c.take(2));
     if !nx && !xx && !want_get && !c.in_multi {
         return Out::Plan(Plan::Write {
             op: WriteOp::Put { key, value },
