@@ -250,14 +250,6 @@ impl Call<'_> {
         &self.args[i]
     }
 
-    /// Takes the `i`-th argument out, leaving it empty: for a handler
-    /// that keeps it (a key or value for the engine) and reads no argument
-    /// again, so that it is moved rather than shared (sharing a freshly
-    /// parsed argument allocates its reference count).
-    pub fn take(&mut self, i: usize) -> Bytes {
-        std::mem::take(&mut self.args[i])
-    }
-
     /// Whether argument `i` equals `word`, ignoring ASCII case.
     pub fn is(&self, i: usize, word: &str) -> bool {
         self.args
@@ -458,8 +450,7 @@ pub fn check_key(key: &[u8]) -> Result<(), Reply> {
 /// own its allocation (see `WriteOp::Put`): a slice of a larger buffer
 /// would keep all of it alive. Both parsers give every argument an
 /// allocation of its own (`resp::Parser`, the text parser), so this shares
-/// the argument rather than copying it. Hot paths take the argument
-/// instead ([`Call::take`]), which costs nothing.
+/// the argument rather than copying it.
 pub fn stored(v: &Bytes) -> Bytes {
     v.clone()
 }

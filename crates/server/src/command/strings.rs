@@ -69,7 +69,7 @@ fn set_done(c: &Counters, r: Result<escabelo_engine::Result<bool>, ()>) -> Reply
 
 /// `GET key`.
 pub fn get(c: &mut Call) -> Out {
-    let key = c.take(1);
+    let key = c.arg(1).clone();
     if c.in_multi {
         return key_cmd(vec![op(&key, TxnAction::Get, TxnCond::Always, true)], |r| {
             Reply::opt(r[0].old.clone())
@@ -129,10 +129,11 @@ pub fn set(c: &mut Call) -> Out {
         )
         .into();
     }
-    if let Err(e) = check_key(c.arg(1)).and_then(|_| check_value(c.ctx, c.arg(2))) {
+    let (key, value) = (c.arg(1).clone(), c.arg(2));
+    if let Err(e) = check_key(&key).and_then(|_| check_value(c.ctx, value)) {
         return e.into();
     }
-    let (key, value) = (c.take(1), c.take(2));
+    let value = stored(value);
     if !nx && !xx && !want_get && !c.in_multi {
         return Out::Plan(Plan::Write {
             op: WriteOp::Put { key, value },
