@@ -37,7 +37,7 @@
 //! ([`Value::for_reader`](crate::types::Value::for_reader)), with its `\r`
 //! flag worked out under the lock.
 
-use crate::types::READ_COPY_MAX;
+use crate::types::{bytes_for_reader, READ_COPY_MAX};
 use bytes::Bytes;
 use lru::LruCache;
 use parking_lot::Mutex;
@@ -254,20 +254,14 @@ impl ValueCache {
         let found = {
             let mut s = shard.lock();
             let found = s.lru.get_mut(key).map(|e| {
-                if e.value.len() <= READ_COPY_MAX {
-                    // Copied (see `Value::for_reader`), so the address
-                    // check below cannot work: a short value is looked at
-                    // here, under the lock.
-                    let has_cr = *e.has_cr.get_or_insert_with(|| holds_cr(&e.value));
-                    Found {
-                        value: Bytes::copy_from_slice(&e.value),
-                        has_cr: Some(has_cr),
-                    }
-                } else {
-                    Found {
-                        value: e.value.clone(),
-                        has_cr: e.has_cr,
-                    }
+                if e.value.len() <= READ_COPY_MAX && e.has_cr.is_none() {
+                    // A short value is copied, so the address check below
+                    // cannot work: it is looked at here, under the lock.
+                    e.has_cr = Some(holds_cr(&e.value));
+                }
+                Found {
+                    value: bytes_for_reader(&e.value),
+                    has_cr: e.has_cr,
                 }
             });
             match found {

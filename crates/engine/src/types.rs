@@ -65,11 +65,19 @@ impl Value {
     /// writes to memory of this thread's own.
     pub fn for_reader(&self) -> Value {
         match self {
-            Value::Inline(b) if b.len() <= READ_COPY_MAX => {
-                Value::Inline(Bytes::copy_from_slice(b))
-            }
+            Value::Inline(b) => Value::Inline(bytes_for_reader(b)),
             v => v.clone(),
         }
+    }
+}
+
+/// Value bytes for a reader on another thread: copied if at most
+/// [`READ_COPY_MAX`] long, shared otherwise (see [`Value::for_reader`]).
+pub fn bytes_for_reader(b: &Bytes) -> Bytes {
+    if b.len() <= READ_COPY_MAX {
+        Bytes::copy_from_slice(b)
+    } else {
+        b.clone()
     }
 }
 

@@ -611,8 +611,8 @@ mod tests {
         }
     }
 
-    /// The values a plan stores, from every kind of plan that stores them.
-    /// The keys and values a plan hands the engine to keep.
+    /// The keys and values a plan hands the engine to keep, from every
+    /// kind of plan that stores them.
     fn stored_bytes(plan: &Plan) -> Vec<Bytes> {
         match plan {
             Plan::Write {

@@ -157,11 +157,12 @@ impl Parser {
                     // Copied into an allocation of its own, never split off
                     // the read buffer: a key or value the engine keeps (in
                     // the memtable, the value cache) must not keep the
-                    // whole buffer alive with it. With split keys, a
-                    // million pipelined SETs of fresh keys left the server
-                    // at 552 MB resident for 151 MB of memtables, 337 MB
-                    // with copies (`copied_arguments_never_hold_the_read_buffer`).
-                    // A split also cost an atomic count up and down on the
+                    // whole buffer alive with it (tested by
+                    // `copied_arguments_never_hold_the_read_buffer`). With
+                    // split keys, a million pipelined SETs of fresh keys
+                    // left the server at 552 MB resident for 151 MB of
+                    // memtables, 338 MB with copies (docs/performance.md,
+                    // ninth pass). A split also cost an atomic count up and down on the
                     // buffer's shared header, and values were copied again
                     // before they were stored.
                     let data = Bytes::copy_from_slice(&buf[..len]);
