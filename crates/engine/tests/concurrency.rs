@@ -811,3 +811,71 @@ fn cached_keys_follow_their_writes_os() {
 fn cached_keys_follow_their_writes_sync() {
     run_cached_keys_follow_their_writes(Durability::Sync);
 }
+
+/// Regression: a leader that filled the memtable asked the commit thread to
+/// freeze it, but the next writers' leaders kept committing into the full
+/// memtable (they took the free log lock before the commit thread did), so
+/// it grew to several times `memtable_size` with no flush in sight (seen as
+/// 2.7x through the server, and as a memory bound broken under load).
+/// Writers here each lead their own puts; the active memtable may pass its
+/// limit by the batches in flight when it filled, never by more.
+#[test]
+fn leaders_never_write_into_a_full_memtable() {
+    let fs = MemFs::new();
+    let mut o = small_options(&fs, Durability::Os);
+    let limit = 64 * 1024;
+    o.memtable_size = limit;
+    let db = Db::open(o).unwrap();
+    let writers = 6;
+    let value_len = 1000;
+    let secs = race_secs(2);
+    with_timeout(
+        secs + 60,
+        "leaders never write into a full memtable",
+        move || {
+            let stop = Arc::new(AtomicBool::new(false));
+            let max_seen = Arc::new(AtomicU64::new(0));
+            let sampler = {
+                let (db, stop, max_seen) = (db.clone(), stop.clone(), max_seen.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        max_seen.fetch_max(db.stats().memtable_size, Ordering::Relaxed);
+                        std::thread::yield_now();
+                    }
+                })
+            };
+            let ws: Vec<_> = (0..writers)
+                .map(|w| {
+                    let db = db.clone();
+                    std::thread::spawn(move || {
+                        let deadline = Instant::now() + Duration::from_secs(secs);
+                        let mut n = 0u64;
+                        while Instant::now() < deadline {
+                            n += 1;
+                            let k = format!("w{w}:{}", n % 50);
+                            db.put(k.as_bytes(), &make_value(&k, n, value_len)).unwrap();
+                        }
+                        n
+                    })
+                })
+                .collect();
+            let total: u64 = ws.into_iter().map(|w| w.join().unwrap()).sum();
+            stop.store(true, Ordering::Relaxed);
+            sampler.join().unwrap();
+            let s = db.stats();
+            assert!(
+                s.flushes > 20,
+                "only {} flushes in {total} writes",
+                s.flushes
+            );
+            // Each writer has at most one put in flight: the batch that filled
+            // the memtable holds at most `writers` of them.
+            let slack = writers as u64 * (value_len as u64 + 256);
+            let max = max_seen.load(Ordering::Relaxed);
+            assert!(
+                max <= limit as u64 + slack,
+                "the active memtable reached {max} bytes, limit {limit} (+{slack} in flight)"
+            );
+        },
+    );
+}

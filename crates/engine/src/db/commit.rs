@@ -31,7 +31,9 @@
 //!   thread switches with nothing to overlap (see `sync_stage`).
 //! - the **commit thread** otherwise: when writers must be slowed down or
 //!   held (backpressure), to switch log segments (which waits for the sync
-//!   stage), for control requests, and for writes queued without a leader
+//!   stage; from the batch that fills the memtable until the switch,
+//!   leaders leave every batch to this thread, so the full memtable takes
+//!   no more), for control requests, and for writes queued without a leader
 //!   ([`CommitHandle::submit_many`] without `lead`) that nobody committed.
 //!
 //! When the memtable or its log segment passes `memtable_size`, the
@@ -167,7 +169,20 @@ impl Pipeline {
                     self.wake.notify_one();
                     return;
                 }
-                let batch = Self::take_batch(&mut self.queue.lock(), true);
+                let batch = {
+                    let mut q = self.queue.lock();
+                    // The memtable is full and waits for the commit thread
+                    // to freeze it: committing more would grow it past its
+                    // limit for as long as leaders beat that thread to the
+                    // log (test `leaders_never_write_into_a_full_memtable`).
+                    if q.rotate_wanted {
+                        drop(q);
+                        drop(c);
+                        self.wake.notify_one();
+                        return;
+                    }
+                    Self::take_batch(&mut q, true)
+                };
                 if batch.is_empty() {
                     break;
                 }
