@@ -269,6 +269,13 @@ pub async fn serve(mut stream: TcpStream, ctx: Context) {
     loop {
         conn.resolve_front();
         let stalled = conn.parse_available();
+        // Only parsing empties the input buffer. Tidied here, before any
+        // reply to what was parsed can be written, so that a client that
+        // has its reply sees the buffer's share already counted
+        // (`escabelo_input_buffers_kept_bytes`).
+        if conn.inbuf.is_empty() && conn.tidy_input() {
+            read_size = READ_MIN;
+        }
         conn.resolve_front();
         // Writes queued but not committed (see `Conn::submit_batch`): let
         // the other ready connections queue theirs, then commit them all.
@@ -337,9 +344,6 @@ pub async fn serve(mut stream: TcpStream, ctx: Context) {
             done = wait_front(&mut conn.queue), if waiting => conn.complete_front(done),
             _ = sleep_until(deadline), if deadline.is_some() => conn.detect_expired = true,
             _ = &mut stop_signal, if !stopping => stopping = true,
-        }
-        if conn.inbuf.is_empty() && conn.tidy_input() {
-            read_size = READ_MIN;
         }
     }
     let _ = stream.shutdown().await;
