@@ -3,7 +3,8 @@
 //! Checked after the memtables and before any table or blob read, so the hot
 //! keys of an 80/20 workload are served without reading or decoding a block.
 //!
-//! Consistency: every published write passes its key to
+//! Consistency: every published write (but a blob collection's move, which
+//! changes where a value lives, not its bytes) passes its key to
 //! [`ValueCache::write_through`] with its write sequence number, after the
 //! sequence number is published and in sequence order: a cached key takes
 //! the new value (the newest there is), any other key is dropped, and the

@@ -714,6 +714,9 @@ fn reads_see_only_durable_writes(writers: usize) {
 /// them in the value cache and a tiny memtable is flushed all the time: a
 /// write must replace the cached value (`ValueCache::write_through`), so a
 /// read after the flush must never find the value the write replaced.
+/// Blob collection runs all the while, and its moves leave the moved
+/// values in the cache: a move racing with a write must not bring back the
+/// value the write replaced.
 fn run_cached_keys_follow_their_writes(durability: Durability) {
     let fs = MemFs::new();
     let mut o = busy_options(&fs, durability);
@@ -799,6 +802,9 @@ fn run_cached_keys_follow_their_writes(durability: Durability) {
             s.flushes
         );
         assert!(s.cache_hits > 1000, "only {} cache hits", s.cache_hits);
+        // Collection's moves leave cached values in place: they must race
+        // with the writes too.
+        assert!(s.blob_gcs > 0, "blob collection never ran");
     });
 }
 

@@ -864,7 +864,13 @@ pub(super) fn publish(shared: &Shared, seq: u64, decided: Vec<Decided>) {
     for (key, value) in decided.iter().flat_map(Decided::writes) {
         let v = match value {
             Value::Inline(v) => Some(v),
-            _ => None,
+            Value::Tombstone => None,
+            // Only a collection move writes a blob pointer (values become
+            // blobs when flushed): it applied only because the key still
+            // pointed at the moved value, so the bytes the cache may hold
+            // for it are still the key's value. Left as they are: dropping
+            // them made every move evict a key that may be hot.
+            Value::Blob(_) => continue,
         };
         shared.cache.write_through(key, v, seq);
     }

@@ -3,7 +3,9 @@
 //! A point read looks in the active memtable, the frozen memtables (newest
 //! first), the value cache, then the tables: level 0 newest first, then one
 //! table per deeper level, each through its Bloom filter and index. A
-//! separated value costs one positioned read of its blob record.
+//! separated value costs one positioned read of its blob record, unless
+//! the cache holds it; that is true of the blob pointers a collection's
+//! moves put in a memtable too.
 
 use super::Shared;
 use crate::cache::{Found, Held};
@@ -24,30 +26,31 @@ pub(super) fn get(shared: &Shared, key: &[u8]) -> Result<Option<Found>> {
     // read, as with `Shared::snapshot`. A memtable search touches memory
     // only, so the lock is held briefly. The sequence number is read before
     // anything is looked at; see crate::cache.
-    let (sv, seq) = {
+    let found = {
         let current = shared.sv.read();
         let seq = shared.seq.load(std::sync::atomic::Ordering::SeqCst);
         match current.get_mem(key, seq) {
             Some(Value::Inline(b)) => return Ok(Some(Found::unchecked(b))),
             Some(Value::Tombstone) => return Ok(None),
-            Some(Value::Blob(r)) => {
-                let sv = current.clone();
-                drop(current);
-                return sv
-                    .version
-                    .read_blob(&r, key)
-                    .map(|b| Some(Found::unchecked(b)));
-            }
-            None => (current.clone(), seq),
+            // Only a blob collection's move puts a blob pointer in a
+            // memtable; the cache may hold the value it moved (a move
+            // leaves it there, see `commit::publish`).
+            Some(Value::Blob(r)) => (current.clone(), seq, Some(r)),
+            None => (current.clone(), seq, None),
         }
     };
+    let (sv, seq, moved) = found;
     if let Some(v) = shared.cache.get(key) {
         return Ok(Some(v));
     }
     // An inline value is a slice of a table block: the cache copies it. A
     // blob value holds little more than itself (`blob::reader::PIN_SHARE_MAX`):
     // the cache keeps it as it is, which saves a copy of a long value.
-    let (value, own) = match sv.version.get(key)? {
+    let found_on_disk = match moved {
+        Some(r) => Some(Value::Blob(r)),
+        None => sv.version.get(key)?,
+    };
+    let (value, own) = match found_on_disk {
         None | Some(Value::Tombstone) => return Ok(None),
         Some(Value::Inline(b)) => (b, Held::Copy),
         Some(Value::Blob(r)) => (sv.version.read_blob(&r, key)?, Held::AsIs),

@@ -416,3 +416,64 @@ fn lone_writer_syncs_its_own_batches_and_loses_nothing_acknowledged() {
     reopened.close().unwrap();
     db.close().unwrap();
 }
+
+/// A blob collection's move changes where a value lives, not its bytes, so
+/// it leaves the key's cached value in place: every move used to evict its
+/// key, and the hot keys of a collected file all missed the cache once
+/// more. A client's write after the move still replaces the cached value.
+#[test]
+fn a_blob_collection_move_keeps_the_moved_key_cached() {
+    let fs = MemFs::new();
+    let mut o = options(&fs);
+    o.blob_gc_threshold = 0.5;
+    o.blob_gc_background = false;
+    let db = Db::open(o).unwrap();
+    let shared = db.inner.shared.clone();
+    let key = |i: u32| format!("k{i:04}");
+    let value = vec![b'v'; 4000];
+    for i in 0..200u32 {
+        db.put(key(i).as_bytes(), &value).unwrap();
+    }
+    db.flush().unwrap();
+    let blobs = |s: &Shared| -> Vec<u64> { s.vs.lock().current.blobs.keys().copied().collect() };
+    let first = blobs(&shared);
+    assert_eq!(first.len(), 1);
+    // Three quarters of the first blob file become garbage.
+    let newer = vec![b'w'; 4000];
+    for i in 50..200u32 {
+        db.put(key(i).as_bytes(), &newer).unwrap();
+    }
+    db.flush().unwrap();
+    // The survivors are read from the first blob file into the cache.
+    for i in 0..50u32 {
+        assert_eq!(
+            db.get(key(i).as_bytes()).unwrap().as_deref(),
+            Some(&value[..])
+        );
+    }
+    db.compact().unwrap();
+    assert!(
+        !blobs(&shared).contains(&first[0]),
+        "the first blob file was not collected"
+    );
+    let before = db.stats();
+    for i in 0..50u32 {
+        assert_eq!(
+            db.get(key(i).as_bytes()).unwrap().as_deref(),
+            Some(&value[..])
+        );
+    }
+    let after = db.stats();
+    assert_eq!(
+        after.cache_misses - before.cache_misses,
+        0,
+        "moved keys were evicted from the cache"
+    );
+    assert_eq!(after.cache_hits - before.cache_hits, 50);
+    db.put(key(0).as_bytes(), b"x").unwrap();
+    assert_eq!(
+        db.get(key(0).as_bytes()).unwrap().as_deref(),
+        Some(&b"x"[..])
+    );
+    db.close().unwrap();
+}
