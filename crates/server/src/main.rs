@@ -23,8 +23,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 ///   per core) a memtable built by one I/O thread and freed by the flush
 ///   left its pages idle in that thread's arena while the next memtable,
 ///   built by another thread, took new ones: resident memory summed each
-///   arena's high-water mark (the network-faults test reached 300-369 MiB
-///   for about 130 MiB live; 216-264 with one arena).
+///   arena's high-water mark (the network-faults test peaked at 292-369
+///   MiB; 216-277 with one arena).
 /// - `dirty_decay_ms:2000,muzzy_decay_ms:0`: freed pages go back to the
 ///   system after 2 s instead of 10, and at once instead of through
 ///   `MADV_FREE` (whose pages still count as resident until the kernel

@@ -26,7 +26,7 @@ pub(super) fn get(shared: &Shared, key: &[u8]) -> Result<Option<Found>> {
     // read, as with `Shared::snapshot`. A memtable search touches memory
     // only, so the lock is held briefly. The sequence number is read before
     // anything is looked at; see crate::cache.
-    let found = {
+    let (sv, seq, moved) = {
         let current = shared.sv.read();
         let seq = shared.seq.load(std::sync::atomic::Ordering::SeqCst);
         match current.get_mem(key, seq) {
@@ -39,18 +39,17 @@ pub(super) fn get(shared: &Shared, key: &[u8]) -> Result<Option<Found>> {
             None => (current.clone(), seq, None),
         }
     };
-    let (sv, seq, moved) = found;
     if let Some(v) = shared.cache.get(key) {
         return Ok(Some(v));
     }
     // An inline value is a slice of a table block: the cache copies it. A
     // blob value holds little more than itself (`blob::reader::PIN_SHARE_MAX`):
     // the cache keeps it as it is, which saves a copy of a long value.
-    let found_on_disk = match moved {
+    let stored = match moved {
         Some(r) => Some(Value::Blob(r)),
         None => sv.version.get(key)?,
     };
-    let (value, own) = match found_on_disk {
+    let (value, own) = match stored {
         None | Some(Value::Tombstone) => return Ok(None),
         Some(Value::Inline(b)) => (b, Held::Copy),
         Some(Value::Blob(r)) => (sv.version.read_blob(&r, key)?, Held::AsIs),
