@@ -82,12 +82,12 @@ pub struct Config {
     pub max_connections: usize,
 
     /// Threads serving client connections (parsing, replies, reads, and in
-    /// `os` mode the log writes); 0, the default, means one per core.
-    /// Flushes, compactions, blob collection and the `sync` mode
-    /// fdatasyncs run on threads of their own. 1 runs a single-threaded
-    /// event loop, as Redis does: on 2 cores shared with the clients it
-    /// served 14% more reads only but fewer writes than two threads
-    /// (docs/performance.md, fifth pass), so the default stays one per core.
+    /// `os` mode the log writes); 0, the default, means one per core, and
+    /// at most 1024. Each runs an event loop of its own, and a connection
+    /// stays on the loop it was given when it connected (as Redis's single
+    /// loop, without work stealing between threads: docs/performance.md,
+    /// twelfth pass). Flushes, compactions, blob collection and the `sync`
+    /// mode fdatasyncs run on threads of their own.
     #[arg(long, env = "ESCABELO_IO_THREADS", default_value_t = 0)]
     pub io_threads: usize,
 
@@ -221,6 +221,17 @@ impl Config {
         }
         o.blob_gc_threshold = self.blob_gc_threshold;
         Ok(o)
+    }
+
+    /// Event loops serving connections: `--io-threads`, with 0 as one per
+    /// core.
+    pub fn io_threads(&self) -> Result<usize, String> {
+        let max = crate::server::loops::IO_THREADS_MAX;
+        match self.io_threads {
+            0 => Ok(std::thread::available_parallelism().map_or(1, |n| n.get().min(max))),
+            n if n > max => Err(format!("--io-threads {n} is over the limit of {max}")),
+            n => Ok(n),
+        }
     }
 
     /// The value limit in bytes, checked against the engine's ceiling.

@@ -47,17 +47,10 @@ fn main() -> ExitCode {
     if let Some(tool) = cfg.command.clone() {
         return run_tool(&cfg, tool);
     }
-    // One I/O thread is a single-threaded event loop (as Redis's): no work
-    // stealing between threads, so no wake-ups of an idle second thread.
-    let mut builder = if cfg.io_threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        if cfg.io_threads > 0 {
-            b.worker_threads(cfg.io_threads);
-        }
-        b
-    };
+    // Every I/O thread runs an event loop of its own (server/loops.rs):
+    // this one accepts and serves, the others serve what it deals out.
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    builder.on_thread_park(server::loops::before_sleep);
     let runtime = match builder.enable_all().thread_name("escabelo").build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -157,6 +150,13 @@ async fn run(cfg: Config) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let threads = match cfg.io_threads() {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("escabelo: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let max_value_len = opts.value_len_max;
     raise_fd_limit(cfg.max_connections);
     info!(
@@ -210,8 +210,17 @@ async fn run(cfg: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let srv = match server::loops::EventLoops::start(threads - 1) {
+        Ok(l) => srv.with_event_loops(l),
+        Err(e) => {
+            error!(error = %e, "cannot start the I/O threads");
+            eprintln!("escabelo: cannot start {threads} I/O threads: {e}");
+            close_db(&db);
+            return ExitCode::FAILURE;
+        }
+    };
     match srv.local_addr() {
-        Ok(a) => info!(addr = %a, "listening"),
+        Ok(a) => info!(addr = %a, io_threads = threads, "listening"),
         Err(_) => info!(addr = %settings.addr, "listening"),
     }
 

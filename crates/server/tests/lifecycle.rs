@@ -223,7 +223,52 @@ fn second_server_on_same_data_dir_exits_with_error() {
 /// runs on the blocking pool), and a graceful stop must all work on it.
 #[test]
 fn one_io_thread_serves_many_clients_and_stops_gracefully() {
-    let mut srv = Server::start(&["--io-threads", "1"]);
+    serves_many_clients_and_stops_gracefully("1");
+}
+
+/// With three event loops, connections are dealt out between them: each
+/// loop's clients are served, writes made on one loop are read on the
+/// others, and a graceful stop still lets every loop answer what it got.
+#[test]
+fn three_io_threads_serve_many_clients_and_stop_gracefully() {
+    serves_many_clients_and_stops_gracefully("3");
+}
+
+/// An `--io-threads` over the limit is refused at startup (exit 2).
+#[test]
+fn too_many_io_threads_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, log) = spawn(&[
+        "--port".into(),
+        "0".into(),
+        "--data-dir".into(),
+        dir.path().join("d").display().to_string(),
+        "--io-threads".into(),
+        "5000".into(),
+    ]);
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("a server with --io-threads 5000 kept running");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(2));
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(
+        log.text().contains("--io-threads 5000 is over the limit"),
+        "{}",
+        log.text()
+    );
+}
+
+fn serves_many_clients_and_stops_gracefully(io_threads: &str) {
+    let mut srv = Server::start(&["--io-threads", io_threads]);
     let port = srv.port;
     let writers: Vec<_> = (0..8)
         .map(|t| {
@@ -246,6 +291,15 @@ fn one_io_thread_serves_many_clients_and_stops_gracefully() {
         .collect();
     for w in writers {
         w.join().expect("client thread");
+    }
+    // Fresh connections land on every loop in turn; each reads what the
+    // writers' connections (on other loops) wrote.
+    for t in 0..8 {
+        let mut c = srv.client();
+        c.roundtrip(
+            format!("read t{t}:199\r").as_bytes(),
+            format!("v{t}.199\r").as_bytes(),
+        );
     }
     let mut c = srv.client();
     let keys = c.request(b"keys\r", 1600);

@@ -2,11 +2,13 @@
 
 pub mod connection;
 pub mod input;
+pub mod loops;
 pub mod output;
 pub mod stats;
 
 use connection::Context;
 use escabelo_engine::Db;
+use loops::EventLoops;
 use stats::Counters;
 use std::future::Future;
 use std::io;
@@ -41,6 +43,7 @@ pub struct Server {
     settings: Settings,
     db: Db,
     counters: Arc<Counters>,
+    loops: EventLoops,
 }
 
 /// Binds a listening socket with `SO_REUSEADDR` and a large backlog.
@@ -77,7 +80,15 @@ impl Server {
             settings,
             db,
             counters: Arc::new(Counters::new()),
+            loops: EventLoops::none(),
         })
+    }
+
+    /// Deals new connections out between the caller's runtime and `loops`
+    /// (by default every connection runs on the caller's runtime).
+    pub fn with_event_loops(mut self, loops: EventLoops) -> Server {
+        self.loops = loops;
+        self
     }
 
     /// The address actually bound.
@@ -93,7 +104,7 @@ impl Server {
     /// Serves clients until `stop` completes, then stops accepting, lets
     /// every connection answer the requests it already received (for up to
     /// 10 seconds), and returns.
-    pub async fn run(self, stop: impl Future<Output = ()>) {
+    pub async fn run(mut self, stop: impl Future<Output = ()>) {
         let (tx, rx) = watch::channel(false);
         let idle = Arc::new(Notify::new());
         let ctx = Context {
@@ -144,6 +155,7 @@ impl Server {
                 "connections still open after the drain timeout; closing them"
             );
         }
+        self.loops.stop();
     }
 
     fn admit(
@@ -172,9 +184,29 @@ impl Server {
         }
         let ctx = ctx.clone();
         debug!(%peer, "client connected");
-        tokio::spawn(async move {
+        let Some(handle) = self.loops.pick() else {
+            tokio::spawn(async move {
+                let _guard = guard;
+                connection::serve(stream, ctx).await;
+                debug!(%peer, "client disconnected");
+            });
+            return;
+        };
+        // The socket moves to the other loop's reactor: taken off this
+        // one's here, registered with that one's inside its task.
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                debug!(%peer, error = %e, "cannot hand the connection over");
+                return;
+            }
+        };
+        handle.spawn(async move {
             let _guard = guard;
-            connection::serve(stream, ctx).await;
+            match TcpStream::from_std(stream) {
+                Ok(stream) => connection::serve(stream, ctx).await,
+                Err(e) => debug!(%peer, error = %e, "cannot register the connection"),
+            }
             debug!(%peer, "client disconnected");
         });
     }
