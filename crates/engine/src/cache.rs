@@ -139,7 +139,8 @@ pub struct Found {
     /// The value.
     pub value: Bytes,
     /// `Some(true)` if the value holds a `\r`, `Some(false)` if not, `None`
-    /// if the engine did not look (a value found in a memtable).
+    /// if the engine did not look (a value just read from a table or blob
+    /// file).
     pub has_cr: Option<bool>,
 }
 

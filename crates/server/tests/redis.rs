@@ -549,6 +549,53 @@ fn text_reads_of_cached_values_follow_each_overwrite_through_resp() {
     );
 }
 
+/// A memtable version remembers whether its value holds a `\r`, worked
+/// out by the first read. A key overwritten in turns with and without a
+/// `\r` (through RESP, and through the text protocol, which cannot write
+/// one), short and long, and read from the memtable between writes, must
+/// always be answered as its newest version says, never as an older one
+/// did.
+#[test]
+fn text_reads_of_memtable_values_follow_each_overwrite() {
+    let srv = Server::start(&[]);
+    let mut r = Resp::new(&srv);
+    let mut c = srv.client();
+    let not_representable = b"error: value not representable in the text protocol\r".to_vec();
+    for round in 0..16u8 {
+        let n = if round % 4 >= 2 { 5000 } else { 100 };
+        let mut v = vec![b'a' + round; n];
+        let expected = match round % 3 {
+            0 => {
+                v[n / 2] = b'\r';
+                assert_eq!(r.call_bytes(&[b"SET", b"hot", &v]), b"+OK\r\n");
+                not_representable.clone()
+            }
+            1 => {
+                assert_eq!(r.call_bytes(&[b"SET", b"hot", &v]), b"+OK\r\n");
+                [&v[..], b"\r"].concat()
+            }
+            _ => {
+                let mut req = b"write hot|".to_vec();
+                req.extend_from_slice(&v);
+                req.push(b'\r');
+                c.roundtrip(&req, b"success\r");
+                [&v[..], b"\r"].concat()
+            }
+        };
+        for _ in 0..3 {
+            c.roundtrip(b"read hot\r", &expected);
+        }
+        r.check(&["STRLEN", "hot"], format!(":{n}\r\n").as_bytes());
+    }
+    let st = c.status();
+    let hits = st.iter().find(|(k, _)| k == "cache_hits");
+    assert_eq!(
+        hits.map(|(_, v)| v.as_str()),
+        Some("0"),
+        "the reads were to be served by the memtable"
+    );
+}
+
 #[test]
 fn pipelined_resp_keeps_order() {
     let srv = Server::start(&[]);

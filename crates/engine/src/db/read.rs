@@ -30,12 +30,12 @@ pub(super) fn get(shared: &Shared, key: &[u8]) -> Result<Option<Found>> {
         let current = shared.sv.read();
         let seq = shared.seq.load(std::sync::atomic::Ordering::SeqCst);
         match current.get_mem(key, seq) {
-            Some(Value::Inline(b)) => return Ok(Some(Found::unchecked(b))),
-            Some(Value::Tombstone) => return Ok(None),
+            Some((Value::Inline(value), has_cr)) => return Ok(Some(Found { value, has_cr })),
+            Some((Value::Tombstone, _)) => return Ok(None),
             // Only a blob collection's move puts a blob pointer in a
             // memtable; the cache may hold the value it moved (a move
             // leaves it there, see `commit::publish`).
-            Some(Value::Blob(r)) => (current.clone(), seq, Some(r)),
+            Some((Value::Blob(r), _)) => (current.clone(), seq, Some(r)),
             None => (current.clone(), seq, None),
         }
     };
