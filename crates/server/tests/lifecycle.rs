@@ -200,18 +200,7 @@ fn second_server_on_same_data_dir_exits_with_error() {
         "--data-dir".into(),
         data.display().to_string(),
     ]);
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("second server on the same data directory kept running");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    let status = exits_by_itself(&mut child, "a second server on the same data directory");
     assert!(!status.success());
     std::thread::sleep(std::time::Duration::from_millis(100));
     let err = log.text();
@@ -246,18 +235,7 @@ fn too_many_io_threads_are_refused() {
         "--io-threads".into(),
         "5000".into(),
     ]);
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("a server with --io-threads 5000 kept running");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    let status = exits_by_itself(&mut child, "a server with --io-threads 5000");
     assert_eq!(status.code(), Some(2));
     std::thread::sleep(std::time::Duration::from_millis(100));
     assert!(
@@ -310,4 +288,21 @@ fn serves_many_clients_and_stops_gracefully(io_threads: &str) {
     assert_eq!(c.read_crs(100), b"v3.5\r".repeat(100));
     let st = srv.wait_exit(TIMEOUT);
     assert!(st.success(), "exit status {st:?}");
+}
+
+/// Waits up to `TIMEOUT` for a server expected to stop by itself; kills it
+/// and fails the test if it keeps running.
+fn exits_by_itself(child: &mut std::process::Child, what: &str) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} kept running");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }

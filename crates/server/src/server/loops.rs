@@ -10,9 +10,9 @@
 //! docs/performance.md): its workers steal tasks from each other, so a
 //! connection's task, buffers and wake-ups move between the cores. On 2
 //! cores shared with 50 clients, loops that own their connections, each
-//! yielding the core before it sleeps ([`before_sleep`]), served 14% more
-//! of the 80% mix and 7% more reads only, and the same writes (medians of
-//! same-round ratios over 9 alternated rounds).
+//! yielding the core before it sleeps ([`before_sleep`]), served 17-26%
+//! more of the 80% mix, 12-13% more reads only and 4-7% more writes
+//! (same-round ratios of 3 alternated rounds).
 //!
 //! Invariant: in the server binary, a connection's task runs on one thread
 //! from its first poll to its drop (every loop is a current-thread
@@ -134,10 +134,10 @@ impl Drop for EventLoops {
 /// On cores shared with the clients, the thread that would run next is
 /// often a client with a request for this loop; when it has sent it, the
 /// loop's `epoll_wait` returns at once instead of sleeping and being
-/// woken. With two loops and 50 clients, reads only went from 0.25
-/// context switches per request to 0.07 and from 109k to 130k requests per
-/// second (docs/performance.md, twelfth pass). When nothing else is
-/// runnable, the call returns at once.
+/// woken. With two loops and 50 clients, reads only went from 0.25-0.27
+/// context switches per request to 0.044, and from 103k-109k to
+/// 131k-137k requests per second; writes only lost 3% (docs/performance.md,
+/// twelfth pass). When nothing else is runnable, the call returns at once.
 pub fn before_sleep() {
     std::thread::yield_now();
 }
