@@ -328,23 +328,23 @@ impl SuperVersion {
     /// The entry for `key` visible at snapshot `snap` (see
     /// [`crate::memtable`]), in memtables then tables.
     pub fn get_raw(&self, key: &[u8], snap: u64) -> Result<Option<Value>> {
-        if let Some(v) = self.mem.get(key, snap) {
-            return Ok(Some(v));
+        match self.find_mem(|m| m.get(key, snap)) {
+            Some(v) => Ok(Some(v)),
+            None => self.version.get(key),
         }
-        if let Some(v) = self.imms.iter().find_map(|m| m.get(key, snap)) {
-            return Ok(Some(v));
-        }
-        self.version.get(key)
     }
 
     /// The entry for `key` visible at snapshot `snap`, in the memtables
     /// only, with whether an inline value holds a `\r`
     /// ([`Memtable::get_checked`]).
     pub fn get_mem(&self, key: &[u8], snap: u64) -> Option<(Value, Option<bool>)> {
-        if let Some(v) = self.mem.get_checked(key, snap) {
-            return Some(v);
-        }
-        self.imms.iter().find_map(|m| m.get_checked(key, snap))
+        self.find_mem(|m| m.get_checked(key, snap))
+    }
+
+    /// The first answer of `f` over the memtables, active then frozen
+    /// (newest first).
+    fn find_mem<T>(&self, f: impl Fn(&Memtable) -> Option<T>) -> Option<T> {
+        f(&self.mem).or_else(|| self.imms.iter().find_map(|m| f(m)))
     }
 }
 

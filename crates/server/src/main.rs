@@ -49,9 +49,7 @@ fn main() -> ExitCode {
     }
     // Every I/O thread runs an event loop of its own (server/loops.rs):
     // this one accepts and serves, the others serve what it deals out.
-    let mut builder = tokio::runtime::Builder::new_current_thread();
-    builder.on_thread_park(server::loops::before_sleep);
-    let runtime = match builder.enable_all().thread_name("escabelo").build() {
+    let runtime = match server::loops::runtime("escabelo").build() {
         Ok(rt) => rt,
         Err(e) => {
             error!(error = %e, "cannot start the async runtime");

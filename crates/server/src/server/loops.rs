@@ -62,11 +62,7 @@ impl EventLoops {
         }
         let mut loops = Vec::with_capacity(extra);
         for i in 1..=extra {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .thread_name(format!("escabelo-io-{i}"))
-                .on_thread_park(before_sleep)
-                .build()?;
+            let rt = runtime(&format!("escabelo-io-{i}")).build()?;
             let handle = rt.handle().clone();
             let (tx, rx) = oneshot::channel::<()>();
             let thread = std::thread::Builder::new()
@@ -126,6 +122,17 @@ impl Drop for EventLoops {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The runtime of one event loop, the accepting one (built by `main`)
+/// and the others alike: single-threaded, with I/O and timers, yielding
+/// before it sleeps. `thread_name` names its blocking-pool threads.
+pub fn runtime(thread_name: &str) -> tokio::runtime::Builder {
+    let mut b = tokio::runtime::Builder::new_current_thread();
+    b.enable_all()
+        .thread_name(thread_name)
+        .on_thread_park(before_sleep);
+    b
 }
 
 /// Runs each time an event loop is about to sleep in `epoll_wait`: gives

@@ -185,11 +185,7 @@ impl Server {
         let ctx = ctx.clone();
         debug!(%peer, "client connected");
         let Some(handle) = self.loops.pick() else {
-            tokio::spawn(async move {
-                let _guard = guard;
-                connection::serve(stream, ctx).await;
-                debug!(%peer, "client disconnected");
-            });
+            tokio::spawn(serve_client(stream, ctx, guard, peer));
             return;
         };
         // The socket moves to the other loop's reactor: taken off this
@@ -202,14 +198,19 @@ impl Server {
             }
         };
         handle.spawn(async move {
-            let _guard = guard;
             match TcpStream::from_std(stream) {
-                Ok(stream) => connection::serve(stream, ctx).await,
+                Ok(stream) => serve_client(stream, ctx, guard, peer).await,
                 Err(e) => debug!(%peer, error = %e, "cannot register the connection"),
             }
-            debug!(%peer, "client disconnected");
         });
     }
+}
+
+/// Serves one admitted client; `guard` counts it until it leaves.
+async fn serve_client(stream: TcpStream, ctx: Context, guard: ConnGuard, peer: SocketAddr) {
+    let _guard = guard;
+    connection::serve(stream, ctx).await;
+    debug!(%peer, "client disconnected");
 }
 
 /// Tells a client over the connection limit why, then closes. The reply is
