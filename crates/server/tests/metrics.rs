@@ -355,6 +355,53 @@ fn a_scrape_counts_exactly_the_work_done() {
     }
 }
 
+/// Only one read in 16 on each thread is timed (the clock is costly on the
+/// pipelined read path), but every read must still be counted, in the
+/// count, in the buckets and in the request counters, whichever threads
+/// and connections they come from.
+#[test]
+fn reads_are_all_counted_though_only_some_are_timed() {
+    let (srv, mport) = start_with_metrics(&[]);
+    let before = settled_after_probe(mport);
+    // Two connections of each protocol: the server deals connections to
+    // its event loops in turn, so the reads come from several threads.
+    let mut conns: Vec<Counted> = (0..4).map(|_| Counted::connect(srv.port)).collect();
+    conns[0].roundtrip(b"write k|v\r", b"success\r");
+    let mut reads = 0;
+    for _ in 0..37 {
+        for (i, c) in conns.iter_mut().enumerate() {
+            if i % 2 == 0 {
+                c.roundtrip(b"read k\r", b"v\r");
+            } else {
+                c.roundtrip(&resp(&["GET", "k"]), b"$1\r\nv\r\n");
+            }
+            reads += 1;
+        }
+    }
+    let after = samples(&scrape(mport));
+    let delta = |series: &str| get(&after, series) - before.get(series).copied().unwrap_or(0.0);
+    let reads = f64::from(reads);
+    assert_eq!(
+        delta("escabelo_request_duration_seconds_count{op=\"read\"}"),
+        reads
+    );
+    assert_eq!(
+        delta("escabelo_request_duration_seconds_bucket{op=\"read\",le=\"+Inf\"}"),
+        reads
+    );
+    assert!(delta("escabelo_request_duration_seconds_sum{op=\"read\"}") > 0.0);
+    let req = |proto: &str, cmd: &str| {
+        delta(&format!(
+            "escabelo_requests_total{{protocol=\"{proto}\",command=\"{cmd}\"}}"
+        ))
+    };
+    assert_eq!(req("text", "read") + req("resp", "get"), reads);
+    assert_eq!(
+        delta("escabelo_keyspace_lookups_total{result=\"hit\"}"),
+        req("resp", "get")
+    );
+}
+
 /// Listening TCP sockets of process `pid`, from `/proc`.
 fn listening_sockets(pid: u32) -> usize {
     let inodes: BTreeSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))

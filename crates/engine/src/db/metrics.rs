@@ -3,10 +3,11 @@
 //!
 //! A [`Histogram`] has a fixed list of bucket bounds chosen at compile
 //! time; recording a value is a binary search over the bounds and two
-//! relaxed atomic additions (no lock, no allocation), so it can sit on the
-//! write path. A [`HistogramSnapshot`] is what a monitoring scrape reads.
+//! relaxed atomic additions (no lock, no allocation) to the recording
+//! thread's own copy of the counters ([`super::striped`]), so it can sit
+//! on the write path and on every read. A [`HistogramSnapshot`] is what a monitoring scrape reads.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use super::striped::Striped;
 use std::time::{Duration, Instant};
 
 /// Most bounds a [`Histogram`] may have (one more bucket holds the values
@@ -49,11 +50,17 @@ pub const BATCH_BOUNDS: &[u64] = &[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 
 #[derive(Debug)]
 pub struct Histogram {
     bounds: &'static [u64],
-    /// `buckets[i]` counts values `<= bounds[i]` and `> bounds[i - 1]`;
-    /// `buckets[bounds.len()]` counts the values above the last bound.
-    buckets: [AtomicU64; HISTOGRAM_BOUNDS_MAX + 1],
-    sum: AtomicU64,
+    /// Counter `i` counts values `<= bounds[i]` and `> bounds[i - 1]`;
+    /// counter `bounds.len()` counts the values above the last bound, and
+    /// counter [`SUM`] holds the sum. Striped by thread, so that the event
+    /// loops recording at once do not share cache lines.
+    counts: Striped<LANES>,
 }
+
+/// Counters of a [`Histogram`]: the buckets, then the sum.
+const LANES: usize = HISTOGRAM_BOUNDS_MAX + 2;
+/// Where a [`Histogram`] keeps its sum.
+const SUM: usize = LANES - 1;
 
 impl Histogram {
     /// An empty histogram over `bounds`, which must be strictly increasing
@@ -68,8 +75,7 @@ impl Histogram {
         }
         Histogram {
             bounds,
-            buckets: [const { AtomicU64::new(0) }; HISTOGRAM_BOUNDS_MAX + 1],
-            sum: AtomicU64::new(0),
+            counts: Striped::new(),
         }
     }
 
@@ -77,8 +83,8 @@ impl Histogram {
     #[inline]
     pub fn observe(&self, value: u64) {
         let i = self.bounds.partition_point(|&b| b < value);
-        self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        self.sum.fetch_add(value, Ordering::Relaxed);
+        self.counts.add(i, 1);
+        self.counts.add(SUM, value);
     }
 
     /// Records a duration, in nanoseconds.
@@ -92,11 +98,10 @@ impl Histogram {
     pub fn snapshot(&self) -> HistogramSnapshot {
         HistogramSnapshot {
             bounds: self.bounds,
-            counts: self.buckets[..=self.bounds.len()]
-                .iter()
-                .map(|b| b.load(Ordering::Relaxed))
+            counts: (0..=self.bounds.len())
+                .map(|i| self.counts.get(i))
                 .collect(),
-            sum: self.sum.load(Ordering::Relaxed),
+            sum: self.counts.get(SUM),
         }
     }
 }

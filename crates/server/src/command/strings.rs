@@ -32,12 +32,12 @@ fn key_cmd(ops: Vec<TxnOp>, finish: impl FnOnce(&[TxnResult]) -> Reply + Send + 
 
 /// Counts a read and whether it found the key.
 pub fn count_read(c: &Counters, found: bool) {
-    Counters::bump(&c.reads);
-    Counters::bump(if found {
-        &c.keyspace_hits
+    c.reads.bump();
+    if found {
+        c.keyspace_hits.bump()
     } else {
-        &c.keyspace_misses
-    });
+        c.keyspace_misses.bump()
+    };
 }
 
 fn get_done(c: &Counters, r: escabelo_engine::Result<Option<Found>>) -> Reply {
@@ -59,7 +59,7 @@ fn strlen_done(_: &Counters, r: escabelo_engine::Result<Option<Found>>) -> Reply
 }
 
 fn set_done(c: &Counters, r: Result<escabelo_engine::Result<bool>, ()>) -> Reply {
-    Counters::bump(&c.writes);
+    c.writes.bump();
     match r {
         Ok(Ok(_)) => Reply::Ok,
         Ok(Err(e)) => engine_error(&e),

@@ -169,12 +169,12 @@ impl Server {
         let counters = &self.counters;
         if counters.connections.fetch_add(1, Ordering::AcqRel) >= max {
             counters.connections.fetch_sub(1, Ordering::AcqRel);
-            Counters::bump(&counters.connections_refused);
+            counters.connections_refused.bump();
             debug!(%peer, "refused: too many connections");
             refuse(stream);
             return;
         }
-        Counters::bump(&counters.connections_total);
+        counters.connections_total.bump();
         let guard = ConnGuard {
             counters: counters.clone(),
             idle: idle.clone(),
