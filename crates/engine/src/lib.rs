@@ -35,7 +35,6 @@ pub mod version;
 pub mod wal;
 
 pub use db::metrics::{Histogram, HistogramSnapshot, WriteHistograms};
-pub use db::striped::{Counter, Striped};
 pub use db::{
     Db, Found, Stats, Txn, TxnAction, TxnCallback, TxnCond, TxnOp, TxnResult, WriteCallback,
     WriteOp, TXN_OPS_MAX,

@@ -91,6 +91,14 @@ pub struct Config {
     #[arg(long, env = "ESCABELO_IO_THREADS", default_value_t = 0)]
     pub io_threads: usize,
 
+    /// While a single client is connected, how long (microseconds) the
+    /// event loop serving it polls its socket before sleeping, so that its
+    /// next request is read without a sleep and a wake-up (docs/performance.md,
+    /// thirteenth pass); 0 turns it off, at most 1000. Costs up to this much
+    /// CPU per request of that client; not used with --durability=sync.
+    #[arg(long, env = "ESCABELO_BUSY_POLL_US", default_value_t = crate::server::busy_poll::BUSY_POLL_US_DEFAULT)]
+    pub busy_poll_us: u64,
+
     /// TCP port of the Prometheus endpoint (`GET /metrics`, plain HTTP), on
     /// the --bind address; 0 turns it off.
     #[arg(long, env = "ESCABELO_METRICS_PORT", default_value_t = 9187)]
@@ -159,6 +167,7 @@ const LEGACY_FLAGS: &[&str] = &[
     "log-level",
     "metrics-port",
     "io-threads",
+    "busy-poll-us",
     "help",
     "version",
 ];
@@ -230,6 +239,18 @@ impl Config {
         match self.io_threads {
             0 => Ok(std::thread::available_parallelism().map_or(1, |n| n.get().min(max))),
             n if n > max => Err(format!("--io-threads {n} is over the limit of {max}")),
+            n => Ok(n),
+        }
+    }
+
+    /// `--busy-poll-us`, checked against its limit; 0 with
+    /// `--durability sync`, where polling the socket would not notice a
+    /// write's acknowledgement.
+    pub fn busy_poll_us(&self) -> Result<u64, String> {
+        let max = crate::server::busy_poll::BUSY_POLL_US_MAX;
+        match self.busy_poll_us {
+            n if n > max => Err(format!("--busy-poll-us {n} is over the limit of {max}")),
+            _ if self.durability == Durability::Sync => Ok(0),
             n => Ok(n),
         }
     }

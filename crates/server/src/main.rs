@@ -155,6 +155,13 @@ async fn run(cfg: Config) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    match cfg.busy_poll_us() {
+        Ok(us) => server::busy_poll::set_busy_poll_us(us),
+        Err(e) => {
+            eprintln!("escabelo: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let max_value_len = opts.value_len_max;
     raise_fd_limit(cfg.max_connections);
     info!(

@@ -226,23 +226,72 @@ fn three_io_threads_serve_many_clients_and_stop_gracefully() {
 /// An `--io-threads` over the limit is refused at startup (exit 2).
 #[test]
 fn too_many_io_threads_are_refused() {
+    refused_with(
+        "--io-threads",
+        "5000",
+        "--io-threads 5000 is over the limit",
+    );
+}
+
+#[test]
+fn a_busy_poll_over_the_limit_is_refused() {
+    refused_with(
+        "--busy-poll-us",
+        "5000",
+        "--busy-poll-us 5000 is over the limit",
+    );
+}
+
+/// Starts a server with `flag value`, which must exit with code 2 and say
+/// `message`.
+fn refused_with(flag: &str, value: &str, message: &str) {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, log) = spawn(&[
         "--port".into(),
         "0".into(),
         "--data-dir".into(),
         dir.path().join("d").display().to_string(),
-        "--io-threads".into(),
-        "5000".into(),
+        flag.into(),
+        value.into(),
     ]);
-    let status = exits_by_itself(&mut child, "a server with --io-threads 5000");
+    let status = exits_by_itself(&mut child, &format!("a server with {flag} {value}"));
     assert_eq!(status.code(), Some(2));
     std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(log.text().contains(message), "{}", log.text());
+}
+
+/// CPU seconds (user and system) the process `pid` has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which ends at the last ')'.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// The loop serving a single client polls its socket before sleeping
+/// (`--busy-poll-us`, on by default): that must cost a moment per
+/// request, never a core while the client is idle.
+#[test]
+fn an_idle_single_client_does_not_keep_the_server_busy() {
+    let srv = Server::start(&["--busy-poll-us", "1000"]);
+    let mut c = srv.client();
+    for i in 0..50 {
+        c.roundtrip(format!("write k{i}|v\r").as_bytes(), b"success\r");
+        c.roundtrip(format!("read k{i}\r").as_bytes(), b"v\r");
+    }
+    // Let the start-up work (flushes, the first timers) settle.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let before = cpu_seconds(srv.child.id());
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let used = cpu_seconds(srv.child.id()) - before;
     assert!(
-        log.text().contains("--io-threads 5000 is over the limit"),
-        "{}",
-        log.text()
+        used < 0.5,
+        "the server used {used} s of CPU in 2 s with one idle client"
     );
+    c.roundtrip(b"read k7\r", b"v\r");
 }
 
 fn serves_many_clients_and_stops_gracefully(io_threads: &str) {

@@ -3,11 +3,10 @@
 //!
 //! A [`Histogram`] has a fixed list of bucket bounds chosen at compile
 //! time; recording a value is a binary search over the bounds and two
-//! relaxed atomic additions (no lock, no allocation) to the recording
-//! thread's own copy of the counters ([`super::striped`]), so it can sit
-//! on the write path and on every read. A [`HistogramSnapshot`] is what a monitoring scrape reads.
+//! relaxed atomic additions (no lock, no allocation), so it can sit on the
+//! write path. A [`HistogramSnapshot`] is what a monitoring scrape reads.
 
-use super::striped::Striped;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Most bounds a [`Histogram`] may have (one more bucket holds the values
@@ -50,17 +49,11 @@ pub const BATCH_BOUNDS: &[u64] = &[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 
 #[derive(Debug)]
 pub struct Histogram {
     bounds: &'static [u64],
-    /// Counter `i` counts values `<= bounds[i]` and `> bounds[i - 1]`;
-    /// counter `bounds.len()` counts the values above the last bound, and
-    /// counter [`SUM`] holds the sum. Striped by thread, so that the event
-    /// loops recording at once do not share cache lines.
-    counts: Striped<LANES>,
+    /// `buckets[i]` counts values `<= bounds[i]` and `> bounds[i - 1]`;
+    /// `buckets[bounds.len()]` counts the values above the last bound.
+    buckets: [AtomicU64; HISTOGRAM_BOUNDS_MAX + 1],
+    sum: AtomicU64,
 }
-
-/// Counters of a [`Histogram`]: the buckets, then the sum.
-const LANES: usize = HISTOGRAM_BOUNDS_MAX + 2;
-/// Where a [`Histogram`] keeps its sum.
-const SUM: usize = LANES - 1;
 
 impl Histogram {
     /// An empty histogram over `bounds`, which must be strictly increasing
@@ -75,7 +68,8 @@ impl Histogram {
         }
         Histogram {
             bounds,
-            counts: Striped::new(),
+            buckets: [const { AtomicU64::new(0) }; HISTOGRAM_BOUNDS_MAX + 1],
+            sum: AtomicU64::new(0),
         }
     }
 
@@ -83,8 +77,8 @@ impl Histogram {
     #[inline]
     pub fn observe(&self, value: u64) {
         let i = self.bounds.partition_point(|&b| b < value);
-        self.counts.add(i, 1);
-        self.counts.add(SUM, value);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum.fetch_add(value, Ordering::Relaxed);
     }
 
     /// Records a duration, in nanoseconds.
@@ -98,10 +92,11 @@ impl Histogram {
     pub fn snapshot(&self) -> HistogramSnapshot {
         HistogramSnapshot {
             bounds: self.bounds,
-            counts: (0..=self.bounds.len())
-                .map(|i| self.counts.get(i))
+            counts: self.buckets[..=self.bounds.len()]
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
                 .collect(),
-            sum: self.counts.get(SUM),
+            sum: self.sum.load(Ordering::Relaxed),
         }
     }
 }

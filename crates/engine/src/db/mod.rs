@@ -23,7 +23,6 @@ pub use idle::{IDLE_FLUSH_AFTER, READS_DEFER_IDLE_MAX};
 pub mod metrics;
 mod open;
 mod read;
-pub mod striped;
 #[cfg(test)]
 mod structure_tests;
 mod sync_stage;

@@ -47,7 +47,7 @@ pub const SCAN_PROBES_MAX: usize = 4096;
 const FLUSH_BATCH: usize = 1024;
 
 fn del_done(c: &Counters, r: Result<escabelo_engine::Result<bool>, ()>) -> Reply {
-    c.deletes.bump();
+    Counters::bump(&c.deletes);
     match r {
         Ok(Ok(existed)) => Reply::Int(existed as i64),
         Ok(Err(e)) => engine_error(&e),
@@ -266,7 +266,7 @@ pub fn text_reads(ctx: &Context, prefix: &[u8], sink: &mut Sink) {
 }
 
 fn finish_text_list(ctx: &Context, sink: &mut Sink, r: escabelo_engine::Result<()>, any: bool) {
-    ctx.counters.scans.bump();
+    Counters::bump(&ctx.counters.scans);
     match r {
         // An error after part of the list was sent ends the list with an
         // error line.
@@ -380,7 +380,7 @@ fn keys_stream(ctx: &Context, pattern: &[u8], wire: Wire, sink: &mut Sink) {
         }
         true
     });
-    ctx.counters.scans.bump();
+    Counters::bump(&ctx.counters.scans);
     let fail = match (r, io_err) {
         (Err(e), _) => Some(engine_error(&e)),
         (_, Some(e)) => Some(Reply::err(format!("KEYS spool failed: {e}"))),
@@ -729,7 +729,7 @@ pub fn scan(c: &mut Call) -> Out {
                 Err(e) => return engine_error(&e),
             }
         };
-        ctx.counters.scans.bump();
+        Counters::bump(&ctx.counters.scans);
         let cursor = match resume {
             None => 0,
             Some(p) => match ctx.info.cursors.lock() {

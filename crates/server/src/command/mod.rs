@@ -470,7 +470,7 @@ pub fn check_value(ctx: &Context, v: &[u8]) -> Result<(), Reply> {
 
 /// Plans a RESP request.
 pub fn plan_redis(ctx: &Context, session: &mut Session, args: Vec<Bytes>) -> Plan {
-    ctx.counters.commands.bump();
+    Counters::bump(&ctx.counters.commands);
     let index = lookup_index(&args[0]);
     RECORDER.resp_request(index);
     let Some(spec) = index.map(|i| &COMMANDS[i]) else {
@@ -502,7 +502,7 @@ pub fn plan_redis(ctx: &Context, session: &mut Session, args: Vec<Bytes>) -> Pla
 }
 
 fn text_write_done(c: &Counters, r: Result<escabelo_engine::Result<bool>, ()>) -> Reply {
-    c.writes.bump();
+    Counters::bump(&c.writes);
     match r {
         Ok(Ok(_)) => Reply::Ok,
         Ok(Err(e)) => Reply::err(reply_reason(&e)),
@@ -511,7 +511,7 @@ fn text_write_done(c: &Counters, r: Result<escabelo_engine::Result<bool>, ()>) -
 }
 
 fn text_delete_done(c: &Counters, r: Result<escabelo_engine::Result<bool>, ()>) -> Reply {
-    c.deletes.bump();
+    Counters::bump(&c.deletes);
     match r {
         Ok(Ok(true)) => Reply::Ok,
         Ok(Ok(false)) => Reply::Null,
@@ -521,7 +521,7 @@ fn text_delete_done(c: &Counters, r: Result<escabelo_engine::Result<bool>, ()>) 
 }
 
 fn text_read_done(c: &Counters, r: escabelo_engine::Result<Option<Found>>) -> Reply {
-    c.reads.bump();
+    Counters::bump(&c.reads);
     match r {
         Ok(None) => Reply::Null,
         // The value cache knows for a hot value whether it holds a `\r`;
@@ -562,7 +562,7 @@ pub fn plan_text(ctx: &Context, req: Request) -> Plan {
             }))
         }
         Request::Invalid(e) => {
-            ctx.counters.bad_requests.bump();
+            Counters::bump(&ctx.counters.bad_requests);
             Plan::Reply(Reply::err(e.to_string()))
         }
     }

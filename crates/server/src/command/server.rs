@@ -428,6 +428,7 @@ fn info_text(ctx: &Context, asked: &[String], clients: u64) -> escabelo_engine::
         }
     };
     let cn = &ctx.counters;
+    let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let s = ctx.db.stats();
     let mut out = String::with_capacity(2048);
     let section = |out: &mut String, name: &str, title: &str| -> bool {
@@ -484,13 +485,13 @@ fn info_text(ctx: &Context, asked: &[String], clients: u64) -> escabelo_engine::
              instantaneous_ops_per_sec:0\r\ntotal_net_input_bytes:{}\r\n\
              total_net_output_bytes:{}\r\nrejected_connections:{}\r\nkeyspace_hits:{}\r\n\
              keyspace_misses:{}\r\nexpired_keys:0\r\nevicted_keys:0\r\n",
-            cn.connections_total.get(),
-            cn.commands.get(),
-            cn.net_input_bytes.get(),
-            cn.net_output_bytes.get(),
-            cn.connections_refused.get(),
-            cn.keyspace_hits.get(),
-            cn.keyspace_misses.get(),
+            get(&cn.connections_total),
+            get(&cn.commands),
+            get(&cn.net_input_bytes),
+            get(&cn.net_output_bytes),
+            get(&cn.connections_refused),
+            get(&cn.keyspace_hits),
+            get(&cn.keyspace_misses),
         );
     }
     if section(&mut out, "replication", "Replication") {
@@ -514,9 +515,9 @@ fn info_text(ctx: &Context, asked: &[String], clients: u64) -> escabelo_engine::
             "durability:{}\r\nwrites:{}\r\nreads:{}\r\ndeletes:{}\r\nflushes:{}\r\n\
              memtable_size:{}\r\nsst_count:{}\r\nwal_size:{}\r\n",
             ctx.db.options().durability,
-            cn.writes.get(),
-            cn.reads.get(),
-            cn.deletes.get(),
+            get(&cn.writes),
+            get(&cn.reads),
+            get(&cn.deletes),
             s.flushes,
             s.memtable_size,
             s.sst_count,

@@ -32,12 +32,12 @@ fn key_cmd(ops: Vec<TxnOp>, finish: impl FnOnce(&[TxnResult]) -> Reply + Send + 
 
 /// Counts a read and whether it found the key.
 pub fn count_read(c: &Counters, found: bool) {
-    c.reads.bump();
-    if found {
-        c.keyspace_hits.bump()
+    Counters::bump(&c.reads);
+    Counters::bump(if found {
+        &c.keyspace_hits
     } else {
-        c.keyspace_misses.bump()
-    };
+        &c.keyspace_misses
+    });
 }
 
 fn get_done(c: &Counters, r: escabelo_engine::Result<Option<Found>>) -> Reply {
@@ -59,7 +59,7 @@ fn strlen_done(_: &Counters, r: escabelo_engine::Result<Option<Found>>) -> Reply
 }
 
 fn set_done(c: &Counters, r: Result<escabelo_engine::Result<bool>, ()>) -> Reply {
-    c.writes.bump();
+    Counters::bump(&c.writes);
     match r {
         Ok(Ok(_)) => Reply::Ok,
         Ok(Err(e)) => engine_error(&e),

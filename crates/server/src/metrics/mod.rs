@@ -20,7 +20,7 @@ use crate::command::COMMAND_NAMES;
 use crate::protocol::text::Request;
 use crate::server::stats::Counters;
 use escabelo_engine::db::metrics::LATENCY_BOUNDS_NS;
-use escabelo_engine::{Db, Found, Histogram, HistogramSnapshot, Stats, Striped, WriteHistograms};
+use escabelo_engine::{Db, Found, Histogram, HistogramSnapshot, Stats, WriteHistograms};
 use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
 /// The clock of the request-latency histograms: the CPU's time-stamp
 /// counter where it is usable (calibrated against the system clock by
@@ -28,7 +28,7 @@ use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
 /// of a pipelined GET.
 use quanta::Instant;
 use std::cell::Cell;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::oneshot;
 
 /// Text-protocol commands, as the `command` label names them; requests
@@ -70,11 +70,9 @@ const ERROR_KINDS: [(ErrorKind, &str); 5] = [
 
 /// The per-request counters of this process.
 pub struct Recorder {
-    // Striped by thread, as the histograms are: the event loops count
-    // every request here.
-    text: Striped<{ TEXT_COMMANDS.len() }>,
-    resp: Striped<RESP_SLOTS>,
-    errors: Striped<{ ERROR_KINDS.len() }>,
+    text: [AtomicU64; TEXT_COMMANDS.len()],
+    resp: [AtomicU64; RESP_SLOTS],
+    errors: [AtomicU64; ERROR_KINDS.len()],
     /// Single-key reads (text `read`, `GET`): engine time, nanoseconds.
     read: Histogram,
     /// Writes and transactions: from submission to the engine until
@@ -95,9 +93,9 @@ impl Recorder {
     /// All zero.
     pub const fn new() -> Recorder {
         Recorder {
-            text: Striped::new(),
-            resp: Striped::new(),
-            errors: Striped::new(),
+            text: [const { AtomicU64::new(0) }; TEXT_COMMANDS.len()],
+            resp: [const { AtomicU64::new(0) }; RESP_SLOTS],
+            errors: [const { AtomicU64::new(0) }; ERROR_KINDS.len()],
             read: Histogram::new(LATENCY_BOUNDS_NS),
             write: Histogram::new(LATENCY_BOUNDS_NS),
         }
@@ -115,7 +113,7 @@ impl Recorder {
             Request::Reads { .. } => 5,
             Request::Invalid(_) => TEXT_OTHER,
         };
-        self.text.add(i, 1);
+        self.text[i].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a RESP command: `index` into [`COMMAND_NAMES`], `None` for
@@ -123,7 +121,7 @@ impl Recorder {
     #[inline]
     pub fn resp_request(&self, index: Option<usize>) {
         let i = index.filter(|&i| i < COMMAND_NAMES.len());
-        self.resp.add(i.unwrap_or(COMMAND_NAMES.len()), 1);
+        self.resp[i.unwrap_or(COMMAND_NAMES.len())].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts an error reply.
@@ -133,7 +131,7 @@ impl Recorder {
             .iter()
             .position(|(k, _)| *k == kind)
             .unwrap_or(0);
-        self.errors.add(i, 1);
+        self.errors[i].fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -338,6 +336,7 @@ const NS: f64 = 1e-9;
 /// The Prometheus text exposition of `s`.
 pub fn render(s: &Scrape) -> String {
     let mut f = Families(Vec::with_capacity(64));
+    let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
     let c = s.counters;
     let r = s.recorder;
     let st = &s.stats;
@@ -351,13 +350,13 @@ pub fn render(s: &Scrape) -> String {
     );
     let text = TEXT_COMMANDS
         .iter()
-        .enumerate()
-        .map(|(i, name)| (vec!["text", *name], r.text.get(i) as f64));
+        .zip(&r.text)
+        .map(|(name, n)| (vec!["text", *name], get(n) as f64));
     let resp = COMMAND_NAMES
         .iter()
         .chain(std::iter::once(&"other"))
-        .enumerate()
-        .map(|(i, name)| (vec!["resp", *name], r.resp.get(i) as f64));
+        .zip(&r.resp)
+        .map(|(name, n)| (vec!["resp", *name], get(n) as f64));
     f.labeled(
         "escabelo_requests_total",
         "Requests received, by protocol (text, resp) and command (unknown commands and refused text requests count as other).",
@@ -367,11 +366,11 @@ pub fn render(s: &Scrape) -> String {
     );
     let errors = ERROR_KINDS
         .iter()
-        .enumerate()
-        .map(|(i, (_, name))| (vec![*name], r.errors.get(i) as f64))
+        .zip(&r.errors)
+        .map(|((_, name), n)| (vec![*name], get(n) as f64))
         .chain(std::iter::once((
             vec!["bad_request"],
-            c.bad_requests.get() as f64,
+            get(&c.bad_requests) as f64,
         )));
     f.labeled(
         "escabelo_errors_total",
@@ -392,7 +391,7 @@ pub fn render(s: &Scrape) -> String {
     f.gauge(
         "escabelo_connections",
         "Clients connected now.",
-        c.connections.load(Ordering::Relaxed) as f64,
+        get(&c.connections) as f64,
     );
     f.gauge(
         "escabelo_input_buffers_kept_bytes",
@@ -402,22 +401,22 @@ pub fn render(s: &Scrape) -> String {
     f.counter(
         "escabelo_connections_accepted_total",
         "Clients accepted since start.",
-        c.connections_total.get(),
+        get(&c.connections_total),
     );
     f.counter(
         "escabelo_connections_refused_total",
         "Clients refused because of --max-connections.",
-        c.connections_refused.get(),
+        get(&c.connections_refused),
     );
     f.counter(
         "escabelo_network_received_bytes_total",
         "Bytes received from clients.",
-        c.net_input_bytes.get(),
+        get(&c.net_input_bytes),
     );
     f.counter(
         "escabelo_network_sent_bytes_total",
         "Bytes sent to clients.",
-        c.net_output_bytes.get(),
+        get(&c.net_output_bytes),
     );
     f.labeled(
         "escabelo_keyspace_lookups_total",
@@ -425,8 +424,8 @@ pub fn render(s: &Scrape) -> String {
         MetricType::COUNTER,
         &["result"],
         [
-            (vec!["hit"], c.keyspace_hits.get() as f64),
-            (vec!["miss"], c.keyspace_misses.get() as f64),
+            (vec!["hit"], get(&c.keyspace_hits) as f64),
+            (vec!["miss"], get(&c.keyspace_misses) as f64),
         ],
     );
 
@@ -637,7 +636,7 @@ mod tests {
         r.resp_request(None);
         r.error(ErrorKind::Engine);
         r.read.observe(2_000_000);
-        c.bad_requests.bump();
+        Counters::bump(&c.bad_requests);
         let text = render(&sample(&c, &r));
         assert_eq!(
             line(

@@ -311,7 +311,7 @@ pub async fn serve(mut stream: TcpStream, ctx: Context) {
                 match r {
                     Ok(0) => conn.eof = true,
                     Ok(n) => {
-                        conn.ctx.counters.net_input_bytes.add(n as u64);
+                        conn.ctx.counters.net_input_bytes.fetch_add(n as u64, Ordering::Relaxed);
                         // Grow the reads of a busy connection.
                         if n >= read_size {
                             read_size = (read_size * 2).min(READ_MAX);
@@ -331,7 +331,7 @@ pub async fn serve(mut stream: TcpStream, ctx: Context) {
                 match written {
                     Ok(0) => return,
                     Ok(n) => {
-                        conn.ctx.counters.net_output_bytes.add(n as u64);
+                        conn.ctx.counters.net_output_bytes.fetch_add(n as u64, Ordering::Relaxed);
                         conn.out.advance(n);
                         if conn.out.is_empty() && conn.out.capacity() > KEEP_BUFFER {
                             conn.out.shrink();
@@ -506,7 +506,7 @@ impl Conn {
                         (plan, size, command::wire_of(&self.session))
                     }
                     Some(Parsed::Error(msg)) => {
-                        self.ctx.counters.bad_requests.bump();
+                        Counters::bump(&self.ctx.counters.bad_requests);
                         self.inbuf = BytesMut::new();
                         (
                             Plan::Close(Reply::err(msg)),

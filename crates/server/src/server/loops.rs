@@ -135,7 +135,9 @@ pub fn runtime(thread_name: &str) -> tokio::runtime::Builder {
     b
 }
 
-/// Runs each time an event loop is about to sleep in `epoll_wait`: gives
+/// Runs each time an event loop is about to sleep in `epoll_wait`: if it
+/// serves the server's only connection, polls it for a moment first
+/// ([`super::busy_poll`]) and returns if a request came; otherwise gives
 /// the core to another runnable thread first (`sched_yield`).
 ///
 /// On cores shared with the clients, the thread that would run next is
@@ -146,6 +148,9 @@ pub fn runtime(thread_name: &str) -> tokio::runtime::Builder {
 /// 131k-137k requests per second; writes only lost 3% (docs/performance.md,
 /// twelfth pass). When nothing else is runnable, the call returns at once.
 pub fn before_sleep() {
+    if super::busy_poll::poll_only_connection() {
+        return;
+    }
     std::thread::yield_now();
 }
 

@@ -1,5 +1,6 @@
 //! The TCP server: listener, connection limit, graceful shutdown.
 
+pub mod busy_poll;
 pub mod connection;
 pub mod input;
 pub mod loops;
@@ -169,12 +170,12 @@ impl Server {
         let counters = &self.counters;
         if counters.connections.fetch_add(1, Ordering::AcqRel) >= max {
             counters.connections.fetch_sub(1, Ordering::AcqRel);
-            counters.connections_refused.bump();
+            Counters::bump(&counters.connections_refused);
             debug!(%peer, "refused: too many connections");
             refuse(stream);
             return;
         }
-        counters.connections_total.bump();
+        Counters::bump(&counters.connections_total);
         let guard = ConnGuard {
             counters: counters.clone(),
             idle: idle.clone(),
@@ -209,6 +210,7 @@ impl Server {
 /// Serves one admitted client; `guard` counts it until it leaves.
 async fn serve_client(stream: TcpStream, ctx: Context, guard: ConnGuard, peer: SocketAddr) {
     let _guard = guard;
+    let _served = busy_poll::Served::new(std::os::fd::AsRawFd::as_raw_fd(&stream));
     connection::serve(stream, ctx).await;
     debug!(%peer, "client disconnected");
 }

@@ -2,43 +2,41 @@
 
 use crate::protocol::text::STATUS_HEADER;
 use bytes::{BufMut, BytesMut};
-use escabelo_engine::{Counter, Db, Stats};
+use escabelo_engine::{Db, Stats};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 /// Counters shared by every connection. Each figure is exact: it is
-/// incremented when the reply to a request is produced. The per-request
-/// ones are striped by thread ([`Counter`]), so that the event loops do
-/// not pass their cache lines back and forth.
+/// incremented when the reply to a request is produced.
 #[derive(Debug)]
 pub struct Counters {
     /// `write` requests answered by the engine.
-    pub writes: Counter,
+    pub writes: AtomicU64,
     /// `read` requests answered.
-    pub reads: Counter,
+    pub reads: AtomicU64,
     /// `delete` requests answered by the engine.
-    pub deletes: Counter,
+    pub deletes: AtomicU64,
     /// `keys` and `reads` requests answered.
-    pub scans: Counter,
+    pub scans: AtomicU64,
     /// Requests rejected before reaching the engine (bad syntax, limits).
-    pub bad_requests: Counter,
+    pub bad_requests: AtomicU64,
     /// Clients connected now.
     pub connections: AtomicU64,
     /// Clients accepted since start.
-    pub connections_total: Counter,
+    pub connections_total: AtomicU64,
     /// Clients refused because of `--max-connections`.
-    pub connections_refused: Counter,
+    pub connections_refused: AtomicU64,
     /// RESP commands received.
-    pub commands: Counter,
+    pub commands: AtomicU64,
     /// Reads through RESP that found their key.
-    pub keyspace_hits: Counter,
+    pub keyspace_hits: AtomicU64,
     /// Reads through RESP that did not.
-    pub keyspace_misses: Counter,
+    pub keyspace_misses: AtomicU64,
     /// Bytes received from clients.
-    pub net_input_bytes: Counter,
+    pub net_input_bytes: AtomicU64,
     /// Bytes sent to clients.
-    pub net_output_bytes: Counter,
+    pub net_output_bytes: AtomicU64,
     /// The last client id handed out.
     pub next_client_id: AtomicU64,
     started: Instant,
@@ -54,19 +52,19 @@ impl Counters {
     /// Zeroed counters; uptime starts now.
     pub fn new() -> Counters {
         Counters {
-            writes: Counter::new(),
-            reads: Counter::new(),
-            deletes: Counter::new(),
-            scans: Counter::new(),
-            bad_requests: Counter::new(),
+            writes: AtomicU64::new(0),
+            reads: AtomicU64::new(0),
+            deletes: AtomicU64::new(0),
+            scans: AtomicU64::new(0),
+            bad_requests: AtomicU64::new(0),
             connections: AtomicU64::new(0),
-            connections_total: Counter::new(),
-            connections_refused: Counter::new(),
-            commands: Counter::new(),
-            keyspace_hits: Counter::new(),
-            keyspace_misses: Counter::new(),
-            net_input_bytes: Counter::new(),
-            net_output_bytes: Counter::new(),
+            connections_total: AtomicU64::new(0),
+            connections_refused: AtomicU64::new(0),
+            commands: AtomicU64::new(0),
+            keyspace_hits: AtomicU64::new(0),
+            keyspace_misses: AtomicU64::new(0),
+            net_input_bytes: AtomicU64::new(0),
+            net_output_bytes: AtomicU64::new(0),
             next_client_id: AtomicU64::new(0),
             started: Instant::now(),
         }
@@ -77,17 +75,23 @@ impl Counters {
         self.started.elapsed()
     }
 
+    /// Adds one to a counter.
+    pub fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Appends the whole `status` reply, final `\r` included.
     pub fn encode_status(&self, db: &Db, out: &mut BytesMut) {
         let s = db.stats();
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut line = String::with_capacity(512);
         // `write!` to a String cannot fail.
         let _ = write!(
             line,
             "writes={} reads={} deletes={} flushes={} memtable_size={} sst_count={} wal_size={}",
-            self.writes.get(),
-            self.reads.get(),
-            self.deletes.get(),
+            get(&self.writes),
+            get(&self.reads),
+            get(&self.deletes),
             s.flushes,
             s.memtable_size,
             s.sst_count,
@@ -100,11 +104,11 @@ impl Counters {
             line,
             " scans={} bad_requests={} connections={} connections_total={} \
              connections_refused={} uptime_s={} durability={}",
-            self.scans.get(),
-            self.bad_requests.get(),
-            self.connections.load(Ordering::Relaxed),
-            self.connections_total.get(),
-            self.connections_refused.get(),
+            get(&self.scans),
+            get(&self.bad_requests),
+            get(&self.connections),
+            get(&self.connections_total),
+            get(&self.connections_refused),
             self.started.elapsed().as_secs(),
             db.options().durability,
         );
