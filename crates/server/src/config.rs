@@ -167,7 +167,6 @@ const LEGACY_FLAGS: &[&str] = &[
     "log-level",
     "metrics-port",
     "io-threads",
-    "busy-poll-us",
     "help",
     "version",
 ];

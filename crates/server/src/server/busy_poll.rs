@@ -22,7 +22,11 @@
 //! Invariant: a [`Served`] guard lives exactly as long as a connection is
 //! served on its loop's thread, so this thread's list holds the sockets
 //! of the connections it serves now, and [`SERVED_TOTAL`] their number
-//! over all loops.
+//! over all loops. This rests on the invariant of [`super::loops`]: in the
+//! server binary a connection's task never changes threads. (A `Server`
+//! run on a multi-thread runtime, as some tests do, may drop a guard on
+//! another thread and leave its socket listed; only `main` turns the poll
+//! on, and only the loops' runtimes call it.)
 
 use std::cell::RefCell;
 use std::os::fd::RawFd;
