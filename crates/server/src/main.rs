@@ -141,27 +141,21 @@ fn init_logging(level: &str) -> Result<(), String> {
 }
 
 async fn run(cfg: Config) -> ExitCode {
-    let opts = match cfg.engine_options() {
-        Ok(o) => o,
+    let checked = (|| {
+        Ok::<_, String>((
+            cfg.engine_options()?,
+            cfg.io_threads()?,
+            cfg.busy_poll_us()?,
+        ))
+    })();
+    let (opts, threads, busy_poll_us) = match checked {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("escabelo: invalid configuration: {e}");
             return ExitCode::from(2);
         }
     };
-    let threads = match cfg.io_threads() {
-        Ok(n) => n,
-        Err(e) => {
-            eprintln!("escabelo: invalid configuration: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match cfg.busy_poll_us() {
-        Ok(us) => server::busy_poll::set_busy_poll_us(us),
-        Err(e) => {
-            eprintln!("escabelo: invalid configuration: {e}");
-            return ExitCode::from(2);
-        }
-    }
+    server::busy_poll::set_busy_poll_us(busy_poll_us);
     let max_value_len = opts.value_len_max;
     raise_fd_limit(cfg.max_connections);
     info!(

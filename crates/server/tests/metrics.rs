@@ -855,3 +855,28 @@ fn input_buffers_kept_after_long_requests_are_given_back_when_clients_leave() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The loop serving a single client polls its socket before sleeping
+/// (`--busy-poll-us`, on by default): that must cost a moment per
+/// request, never a core while the client is idle. Measured with the
+/// server's own `process_cpu_seconds_total`.
+#[test]
+fn an_idle_single_client_does_not_keep_the_server_busy() {
+    let (srv, mport) = start_with_metrics(&["--busy-poll-us", "1000"]);
+    let mut c = Counted::connect(srv.port);
+    for i in 0..50 {
+        c.roundtrip(format!("write k{i}|v\r").as_bytes(), b"success\r");
+        c.roundtrip(format!("read k{i}\r").as_bytes(), b"v\r");
+    }
+    // Let the start-up work (flushes, the first timers) settle.
+    std::thread::sleep(Duration::from_millis(300));
+    let cpu = || get(&samples(&scrape(mport)), "process_cpu_seconds_total");
+    let before = cpu();
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu() - before;
+    assert!(
+        used < 0.5,
+        "the server used {used} s of CPU in 2 s with one idle client"
+    );
+    c.roundtrip(b"read k7\r", b"v\r");
+}
