@@ -99,6 +99,15 @@ pub struct Config {
     #[arg(long, env = "ESCABELO_BUSY_POLL_US", default_value_t = crate::server::busy_poll::BUSY_POLL_US_DEFAULT)]
     pub busy_poll_us: u64,
 
+    /// While a single client is connected, how long (microseconds) after
+    /// its last request a thread of the idle scheduling class keeps a core
+    /// awake by spinning, so that the reply does not wake the client on a
+    /// halted vCPU (docs/performance.md, fourteenth pass); 0 turns it off,
+    /// at most 100000. It only takes otherwise idle CPU, and parks once the
+    /// client pauses for that long; not used with --durability=sync.
+    #[arg(long, env = "ESCABELO_KEEP_AWAKE_US", default_value_t = crate::server::keep_awake::KEEP_AWAKE_US_DEFAULT)]
+    pub keep_awake_us: u64,
+
     /// TCP port of the Prometheus endpoint (`GET /metrics`, plain HTTP), on
     /// the --bind address; 0 turns it off.
     #[arg(long, env = "ESCABELO_METRICS_PORT", default_value_t = 9187)]
@@ -247,8 +256,22 @@ impl Config {
     /// write's acknowledgement.
     pub fn busy_poll_us(&self) -> Result<u64, String> {
         let max = crate::server::busy_poll::BUSY_POLL_US_MAX;
-        match self.busy_poll_us {
-            n if n > max => Err(format!("--busy-poll-us {n} is over the limit of {max}")),
+        self.single_client_us(self.busy_poll_us, max, "--busy-poll-us")
+    }
+
+    /// `--keep-awake-us`, checked against its limit; 0 with `--durability
+    /// sync`, where a write waits for the disk and spinning through that
+    /// wait cost writes (`server::keep_awake`).
+    pub fn keep_awake_us(&self) -> Result<u64, String> {
+        let max = crate::server::keep_awake::KEEP_AWAKE_US_MAX;
+        self.single_client_us(self.keep_awake_us, max, "--keep-awake-us")
+    }
+
+    /// A single-client time of `flag`, `n` µs: refused over `max`, 0 with
+    /// `--durability sync`.
+    fn single_client_us(&self, n: u64, max: u64, flag: &str) -> Result<u64, String> {
+        match n {
+            n if n > max => Err(format!("{flag} {n} is over the limit of {max}")),
             _ if self.durability == Durability::Sync => Ok(0),
             n => Ok(n),
         }

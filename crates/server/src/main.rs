@@ -146,9 +146,10 @@ async fn run(cfg: Config) -> ExitCode {
             cfg.engine_options()?,
             cfg.io_threads()?,
             cfg.busy_poll_us()?,
+            cfg.keep_awake_us()?,
         ))
     })();
-    let (opts, threads, busy_poll_us) = match checked {
+    let (opts, threads, busy_poll_us, keep_awake_us) = match checked {
         Ok(c) => c,
         Err(e) => {
             eprintln!("escabelo: invalid configuration: {e}");
@@ -156,6 +157,9 @@ async fn run(cfg: Config) -> ExitCode {
         }
     };
     server::busy_poll::set_busy_poll_us(busy_poll_us);
+    if let Err(e) = server::keep_awake::start(keep_awake_us) {
+        warn!(error = %e, "could not start the keep-awake thread; --keep-awake-us is off");
+    }
     let max_value_len = opts.value_len_max;
     raise_fd_limit(cfg.max_connections);
     info!(

@@ -242,6 +242,15 @@ fn a_busy_poll_over_the_limit_is_refused() {
     );
 }
 
+#[test]
+fn a_keep_awake_window_over_the_limit_is_refused() {
+    refused_with(
+        "--keep-awake-us",
+        "100001",
+        "--keep-awake-us 100001 is over the limit",
+    );
+}
+
 /// Starts a server with `flag value`, which must exit with code 2 and say
 /// `message`.
 fn refused_with(flag: &str, value: &str, message: &str) {

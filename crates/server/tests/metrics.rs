@@ -857,12 +857,14 @@ fn input_buffers_kept_after_long_requests_are_given_back_when_clients_leave() {
 }
 
 /// The loop serving a single client polls its socket before sleeping
-/// (`--busy-poll-us`, on by default): that must cost a moment per
-/// request, never a core while the client is idle. Measured with the
-/// server's own `process_cpu_seconds_total`.
+/// (`--busy-poll-us`), and a spinner keeps a core awake after each of
+/// its requests (`--keep-awake-us`), both on by default and here at their
+/// longest: that must cost CPU while the client sends requests, never a
+/// core while it is idle. Measured with the server's own
+/// `process_cpu_seconds_total`.
 #[test]
 fn an_idle_single_client_does_not_keep_the_server_busy() {
-    let (srv, mport) = start_with_metrics(&["--busy-poll-us", "1000"]);
+    let (srv, mport) = start_with_metrics(&["--busy-poll-us", "1000", "--keep-awake-us", "100000"]);
     let mut c = Counted::connect(srv.port);
     for i in 0..50 {
         c.roundtrip(format!("write k{i}|v\r").as_bytes(), b"success\r");

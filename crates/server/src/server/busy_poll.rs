@@ -8,7 +8,7 @@
 //! a sleeping thread on an idle vCPU costs tens of microseconds: one
 //! connection wrote 10.2k/s with the client and the server pinned to two
 //! different cores, and 40.7k/s with both pinned to one. Polling removes
-//! the server's half of that wait; the client's half is the client's.
+//! the server's half of that wait; [`super::keep_awake`] the client's.
 //! One connection, writes only, 3 alternated rounds: 15.5k, 15.8k, 13.8k
 //! writes/s polling 30 µs against 10.9k, 11.5k, 12.4k without
 //! (docs/performance.md, thirteenth pass).
@@ -84,28 +84,35 @@ impl Drop for Served {
     }
 }
 
-/// The socket to poll: the calling loop's connection, if it is the only
-/// one of the process, and polling is on.
-fn only_connection() -> Option<(RawFd, Duration)> {
-    let us = BUSY_POLL_US.load(Ordering::Relaxed);
+/// The calling loop's connection, if it is the only one of the process
+/// (then noted to [`super::keep_awake`]), with how long to poll it (`None`
+/// if polling is off).
+fn only_connection() -> Option<(RawFd, Option<Duration>)> {
     let total = SERVED_TOTAL.load(Ordering::Relaxed);
-    SERVED.with(|s| pick(us, total, &s.borrow()))
+    let fd = SERVED.with(|s| pick(total, &s.borrow()))?;
+    super::keep_awake::note();
+    let us = BUSY_POLL_US.load(Ordering::Relaxed);
+    Some((fd, (us > 0).then(|| Duration::from_micros(us))))
 }
 
-/// What [`only_connection`] decides, given the poll time, the process's
-/// connections and this loop's sockets.
-fn pick(us: u64, total: usize, here: &[RawFd]) -> Option<(RawFd, Duration)> {
+/// The socket of this loop's connection if it is the only one of the
+/// process, given the process's connections and this loop's sockets.
+fn pick(total: usize, here: &[RawFd]) -> Option<RawFd> {
     match here {
-        [fd] if us > 0 && total == 1 => Some((*fd, Duration::from_micros(us))),
+        [fd] if total == 1 => Some(*fd),
         _ => None,
     }
 }
 
-/// Polls the loop's only connection until it has bytes to read (returns
-/// `true`) or the poll time has passed (`false`, also when there is
-/// nothing to poll).
+/// Before the loop serving the process's only connection sleeps: notes
+/// the client's turn to [`super::keep_awake`], then polls the socket until
+/// it has bytes to read (returns `true`) or the poll time has passed
+/// (`false`, also when there is nothing to poll).
 pub fn poll_only_connection() -> bool {
-    only_connection().is_some_and(|(fd, budget)| poll_readable(fd, budget))
+    match only_connection() {
+        Some((fd, Some(budget))) => poll_readable(fd, budget),
+        _ => false,
+    }
 }
 
 /// Polls `fd` until it is readable (`true`) or `budget` has passed.
@@ -140,12 +147,10 @@ mod tests {
 
     #[test]
     fn only_the_single_connection_of_the_process_is_polled() {
-        let us = Duration::from_micros(30);
-        assert_eq!(pick(30, 1, &[7]), Some((7, us)));
-        assert_eq!(pick(0, 1, &[7]), None, "polling is off");
-        assert_eq!(pick(30, 2, &[7]), None, "another loop has a connection");
-        assert_eq!(pick(30, 2, &[7, 8]), None, "two on this loop");
-        assert_eq!(pick(30, 0, &[]), None, "none");
+        assert_eq!(pick(1, &[7]), Some(7));
+        assert_eq!(pick(2, &[7]), None, "another loop has a connection");
+        assert_eq!(pick(2, &[7, 8]), None, "two on this loop");
+        assert_eq!(pick(0, &[]), None, "none");
     }
 
     #[test]

@@ -136,7 +136,8 @@ pub fn runtime(thread_name: &str) -> tokio::runtime::Builder {
 }
 
 /// Runs each time an event loop is about to sleep in `epoll_wait`: if it
-/// serves the server's only connection, polls it for a moment first
+/// serves the server's only connection, notes the client's turn to
+/// [`super::keep_awake`], polls the socket for a moment
 /// ([`super::busy_poll`]) and returns if a request came; otherwise gives
 /// the core to another runnable thread first (`sched_yield`).
 ///

@@ -3,6 +3,7 @@
 pub mod busy_poll;
 pub mod connection;
 pub mod input;
+pub mod keep_awake;
 pub mod loops;
 pub mod output;
 pub mod stats;

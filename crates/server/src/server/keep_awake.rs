@@ -1,0 +1,212 @@
+//! Keeping a core awake for a single client: while exactly one client is
+//! connected and it sent a request in the last `--keep-awake-us`, a thread
+//! of the lowest scheduling class (`SCHED_IDLE`) spins, so the vCPU that
+//! the client or the server is about to sleep on does not halt.
+//!
+//! Why: with one request in flight, the client and the server take turns,
+//! and on this kind of machine (a VM with two vCPUs) every turn that wakes
+//! a thread on a halted vCPU costs tens of microseconds: the host must
+//! schedule that vCPU again. [`super::busy_poll`] removes the server's
+//! half of the wait; this removes the client's, which no setting of the
+//! server reached before: the reply wakes the client's thread on a vCPU
+//! that is running (this spinner), not halted. Go's runtime does the same
+//! with the threads it keeps spinning for work, which is how the original
+//! Go server wrote 20k times a second with one connection here against
+//! this server's 14k (docs/performance.md, fourteenth pass).
+//!
+//! Cost: the spinner only runs on otherwise idle time. `SCHED_IDLE` gives
+//! way to every other thread at once (a waking thread preempts it), and
+//! its share of a busy core is the class's minimal weight. It spins only
+//! while a single client is active: it parks once no request came for
+//! the window, so an idle server uses no CPU (hunted by
+//! `an_idle_single_client_does_not_keep_the_server_busy`), and with two
+//! clients or more it never starts (the cores are better spent serving
+//! them). Its CPU is counted as the server's. If the system refuses the
+//! idle class, the spinner does not run at all: spinning at a normal
+//! priority would take CPU from real work.
+//!
+//! Not with `--durability sync` (`Config::keep_awake_us`): there a
+//! client's write waits for an fdatasync, hundreds of microseconds that
+//! a spinning vCPU only takes from the host. One client's sync writes
+//! fell from 5.2k/s to 4.7k/s (medians of three; 300 µs of CPU per write)
+//! with the spinner on, while its sync reads rose from 12.2k/s to 22.3k/s;
+//! writes rank first.
+//!
+//! Invariant: the spinner spins only while `now < UNTIL_NS`, and only
+//! [`note`] moves `UNTIL_NS` forward; a [`note`] that finds the spinner
+//! parked unparks it (both sides use `SeqCst`, so a note racing with the
+//! spinner going to sleep is seen by one or the other).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Largest `--keep-awake-us`: beyond this a pause of the client is not a
+/// turn of a request any more.
+pub const KEEP_AWAKE_US_MAX: u64 = 100_000;
+/// Default `--keep-awake-us`: many request turns long, so that one
+/// client's steady stream of requests never lets the spinner park (200 µs
+/// gave 21.6k writes/s, 2,000 µs 30.7k: fourteenth pass).
+pub const KEEP_AWAKE_US_DEFAULT: u64 = 2000;
+/// Spin-loop hints between two looks at the clock.
+const SPINS_PER_CHECK: u32 = 64;
+/// Longest park: a missed unpark (there should be none) costs at most
+/// this much of the window.
+const PARK_MAX: Duration = Duration::from_secs(1);
+
+/// The window in nanoseconds (0: off, and no spinner was started).
+static WINDOW_NS: AtomicU64 = AtomicU64::new(0);
+/// Until when the spinner spins, in nanoseconds since [`epoch`].
+static UNTIL_NS: AtomicU64 = AtomicU64::new(0);
+/// True while the spinner is parked or about to park.
+static PARKED: AtomicBool = AtomicBool::new(false);
+/// The spinner, once started.
+static SPINNER: OnceLock<std::thread::Thread> = OnceLock::new();
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ns() -> u64 {
+    u64::try_from(epoch().elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Starts the spinner with a window of `us` microseconds (clamped to
+/// [`KEEP_AWAKE_US_MAX`]; 0 starts nothing). Only the first call with a
+/// window starts a thread; later ones change the window.
+pub fn start(us: u64) -> std::io::Result<()> {
+    let us = us.min(KEEP_AWAKE_US_MAX);
+    WINDOW_NS.store(us * 1000, Ordering::Relaxed);
+    if us == 0 || SPINNER.get().is_some() {
+        return Ok(());
+    }
+    let _ = epoch();
+    let handle = std::thread::Builder::new()
+        .name("escabelo-awake".into())
+        .spawn(run)?;
+    let _ = SPINNER.set(handle.thread().clone());
+    Ok(())
+}
+
+/// Notes a turn of the only client: the spinner spins for the window from
+/// now. Called by the loop serving it each time it would sleep.
+#[inline]
+pub fn note() {
+    let w = WINDOW_NS.load(Ordering::Relaxed);
+    if w == 0 {
+        return;
+    }
+    UNTIL_NS.store(now_ns().saturating_add(w), Ordering::SeqCst);
+    if PARKED.load(Ordering::SeqCst) {
+        if let Some(t) = SPINNER.get() {
+            t.unpark();
+        }
+    }
+}
+
+/// True while the spinner is spinning (tests).
+#[cfg(test)]
+fn spinning() -> bool {
+    !PARKED.load(Ordering::SeqCst) && now_ns() < UNTIL_NS.load(Ordering::SeqCst)
+}
+
+/// Puts the calling thread in the idle scheduling class; false if the
+/// system refused.
+fn to_idle_class() -> bool {
+    let p = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `p` is a valid sched_param for the call; pid 0 is the
+    // calling thread, whose policy alone changes.
+    unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &p) == 0 }
+}
+
+fn run() {
+    if !to_idle_class() {
+        tracing::warn!(
+            error = %std::io::Error::last_os_error(),
+            "the idle scheduling class was refused; --keep-awake-us is off"
+        );
+        WINDOW_NS.store(0, Ordering::Relaxed);
+        PARKED.store(true, Ordering::SeqCst);
+        return;
+    }
+    loop {
+        if now_ns() >= UNTIL_NS.load(Ordering::SeqCst) {
+            PARKED.store(true, Ordering::SeqCst);
+            // Looked at again after saying so: a note in between either
+            // saw PARKED (and unparks) or is seen here.
+            if now_ns() >= UNTIL_NS.load(Ordering::SeqCst) {
+                std::thread::park_timeout(PARK_MAX);
+            }
+            PARKED.store(false, Ordering::SeqCst);
+            continue;
+        }
+        for _ in 0..SPINS_PER_CHECK {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one test of this process-wide state (only `main` starts it
+    /// otherwise), so nothing else moves the window meanwhile.
+    #[test]
+    fn the_spinner_spins_after_a_note_and_parks_when_the_window_has_passed() {
+        assert!(!spinning(), "nothing noted yet");
+        start(2000).unwrap();
+        let task = std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .find(|e| {
+                std::fs::read_to_string(e.path().join("comm"))
+                    .is_ok_and(|c| c.trim() == "escabelo-awake")
+            })
+            .map(|e| e.path());
+        // The policy (field 41 of stat: 5 is SCHED_IDLE) is set by the
+        // thread itself right after it starts.
+        if let Some(task) = task {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let stat = std::fs::read_to_string(task.join("stat")).unwrap();
+                let after_comm = stat.rsplit_once(')').unwrap().1;
+                let policy: u32 = after_comm
+                    .split_whitespace()
+                    .nth(38)
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                if policy == libc::SCHED_IDLE as u32 {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "policy stays {policy}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !PARKED.load(Ordering::SeqCst) {
+            assert!(Instant::now() < deadline, "never parked with nothing noted");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while PARKED.load(Ordering::SeqCst) {
+            assert!(Instant::now() < deadline, "a note did not wake the spinner");
+            note();
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        // No note for the window (2 ms): it parks again.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !PARKED.load(Ordering::SeqCst) {
+            assert!(Instant::now() < deadline, "never parked after the window");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(!spinning());
+        // Off: a note neither spins nor wakes anything.
+        start(0).unwrap();
+        note();
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(PARKED.load(Ordering::SeqCst));
+    }
+}
