@@ -157,33 +157,42 @@ mod tests {
     fn the_spinner_spins_after_a_note_and_parks_when_the_window_has_passed() {
         assert!(!spinning(), "nothing noted yet");
         start(2000).unwrap();
-        let task = std::fs::read_dir("/proc/self/task")
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .find(|e| {
-                std::fs::read_to_string(e.path().join("comm"))
-                    .is_ok_and(|c| c.trim() == "escabelo-awake")
-            })
-            .map(|e| e.path());
+        // The thread names itself as it starts: look until it has.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let task = loop {
+            let found = std::fs::read_dir("/proc/self/task")
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .find(|e| {
+                    std::fs::read_to_string(e.path().join("comm"))
+                        .is_ok_and(|c| c.trim() == "escabelo-awake")
+                });
+            if let Some(e) = found {
+                break e.path();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the spinner thread is not listed in /proc/self/task"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        };
         // The policy (field 41 of stat: 5 is SCHED_IDLE) is set by the
         // thread itself right after it starts.
-        if let Some(task) = task {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                let stat = std::fs::read_to_string(task.join("stat")).unwrap();
-                let after_comm = stat.rsplit_once(')').unwrap().1;
-                let policy: u32 = after_comm
-                    .split_whitespace()
-                    .nth(38)
-                    .unwrap()
-                    .parse()
-                    .unwrap();
-                if policy == libc::SCHED_IDLE as u32 {
-                    break;
-                }
-                assert!(Instant::now() < deadline, "policy stays {policy}");
-                std::thread::sleep(Duration::from_millis(10));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let stat = std::fs::read_to_string(task.join("stat")).unwrap();
+            let after_comm = stat.rsplit_once(')').unwrap().1;
+            let policy: u32 = after_comm
+                .split_whitespace()
+                .nth(38)
+                .unwrap()
+                .parse()
+                .unwrap();
+            if policy == libc::SCHED_IDLE as u32 {
+                break;
             }
+            assert!(Instant::now() < deadline, "policy stays {policy}");
+            std::thread::sleep(Duration::from_millis(10));
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         while !PARKED.load(Ordering::SeqCst) {
