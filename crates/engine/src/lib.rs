@@ -34,7 +34,7 @@ pub mod types;
 pub mod version;
 pub mod wal;
 
-pub use db::metrics::{Histogram, HistogramSnapshot, WriteHistograms};
+pub use db::metrics::{Histogram, HistogramSnapshot, LogSyncs, WriteHistograms};
 pub use db::{
     Db, Found, Stats, Txn, TxnAction, TxnCallback, TxnCond, TxnOp, TxnResult, WriteCallback,
     WriteOp, TXN_OPS_MAX,

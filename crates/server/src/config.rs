@@ -104,7 +104,8 @@ pub struct Config {
     /// awake by spinning, so that the reply does not wake the client on a
     /// halted vCPU (docs/performance.md, fourteenth pass); 0 turns it off,
     /// at most 100000. It only takes otherwise idle CPU, and parks once the
-    /// client pauses for that long; not used with --durability=sync.
+    /// client pauses for that long, and while the log is being synced
+    /// (fifteenth pass).
     #[arg(long, env = "ESCABELO_KEEP_AWAKE_US", default_value_t = crate::server::keep_awake::KEEP_AWAKE_US_DEFAULT)]
     pub keep_awake_us: u64,
 
@@ -256,25 +257,19 @@ impl Config {
     /// write's acknowledgement.
     pub fn busy_poll_us(&self) -> Result<u64, String> {
         let max = crate::server::busy_poll::BUSY_POLL_US_MAX;
-        self.single_client_us(self.busy_poll_us, max, "--busy-poll-us")
+        let n = checked_us(self.busy_poll_us, max, "--busy-poll-us")?;
+        Ok(if self.durability == Durability::Sync {
+            0
+        } else {
+            n
+        })
     }
 
-    /// `--keep-awake-us`, checked against its limit; 0 with `--durability
-    /// sync`, where a write waits for the disk and spinning through that
-    /// wait cost writes (`server::keep_awake`).
+    /// `--keep-awake-us`, checked against its limit (in both durability
+    /// modes: the spinner parks while the log syncs, `server::keep_awake`).
     pub fn keep_awake_us(&self) -> Result<u64, String> {
         let max = crate::server::keep_awake::KEEP_AWAKE_US_MAX;
-        self.single_client_us(self.keep_awake_us, max, "--keep-awake-us")
-    }
-
-    /// A single-client time of `flag`, `n` µs: refused over `max`, 0 with
-    /// `--durability sync`.
-    fn single_client_us(&self, n: u64, max: u64, flag: &str) -> Result<u64, String> {
-        match n {
-            n if n > max => Err(format!("{flag} {n} is over the limit of {max}")),
-            _ if self.durability == Durability::Sync => Ok(0),
-            n => Ok(n),
-        }
+        checked_us(self.keep_awake_us, max, "--keep-awake-us")
     }
 
     /// The value limit in bytes, checked against the engine's ceiling.
@@ -287,6 +282,14 @@ impl Config {
         }
         Ok(v)
     }
+}
+
+/// A single-client time of `flag`, `n` µs, refused over `max`.
+fn checked_us(n: u64, max: u64, flag: &str) -> Result<u64, String> {
+    if n > max {
+        return Err(format!("{flag} {n} is over the limit of {max}"));
+    }
+    Ok(n)
 }
 
 fn to_usize(v: u64, flag: &str) -> Result<usize, String> {

@@ -198,6 +198,7 @@ async fn run(cfg: Config) -> ExitCode {
         elapsed_ms = started.elapsed().as_millis() as u64,
         "database open"
     );
+    server::keep_awake::watch_disk(db.log_syncs());
 
     let settings = server::Settings {
         addr: SocketAddr::new(cfg.bind, cfg.port),

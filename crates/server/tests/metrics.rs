@@ -882,3 +882,73 @@ fn an_idle_single_client_does_not_keep_the_server_busy() {
     );
     c.roundtrip(b"read k7\r", b"v\r");
 }
+
+/// CPU time of the server thread named `name`, in seconds (`None` if the
+/// server has no such thread).
+fn thread_cpu_seconds(srv: &Server, name: &str) -> Option<f64> {
+    // SAFETY: sysconf has no preconditions.
+    let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let dir = format!("/proc/{}/task", srv.child.id());
+    let mut ticks = None;
+    for e in std::fs::read_dir(dir).unwrap().filter_map(|e| e.ok()) {
+        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let Some((_, fields)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        // utime and stime: fields 14 and 15, the 12th and 13th after comm.
+        let f: Vec<&str> = fields.split_whitespace().collect();
+        let t = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        ticks = Some(t(11) + t(12));
+    }
+    ticks.map(|t| t as f64 / tck)
+}
+
+/// With `--durability sync`, one client's write waits for an fdatasync:
+/// the keep-awake spinner parks while the log syncs and is not woken by
+/// a turn that synced, so a lone sync writer costs it (nearly) nothing,
+/// while reads still wake it (how much they did is only reported: an
+/// idle-class thread may get no CPU at all on a loaded machine). Spinning through the syncs had cost 300 µs
+/// of CPU per write and slowed the writes (docs/performance.md, fifteenth
+/// pass).
+#[test]
+fn a_lone_sync_writer_does_not_keep_the_spinner_busy() {
+    let (srv, _mport) = start_with_metrics(&[
+        "--durability",
+        "sync",
+        "--busy-poll-us",
+        "1000",
+        "--keep-awake-us",
+        "100000",
+    ]);
+    let mut c = Counted::connect(srv.port);
+    c.roundtrip(b"write k|v\r", b"success\r");
+    let spin = || {
+        thread_cpu_seconds(&srv, "escabelo-awake")
+            .expect("the server runs no escabelo-awake thread")
+    };
+    // Reads wake it: it spins for the window after them.
+    let before = spin();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(1) {
+        c.roundtrip(b"read k\r", b"v\r");
+    }
+    let reading = spin() - before;
+    // Writes do not: every turn synced.
+    std::thread::sleep(Duration::from_millis(300));
+    let before = spin();
+    let start = Instant::now();
+    let mut i = 0u64;
+    while start.elapsed() < Duration::from_secs(2) {
+        c.roundtrip(format!("write k{i}|v\r").as_bytes(), b"success\r");
+        i += 1;
+    }
+    let writing = spin() - before;
+    assert!(
+        writing < 0.2,
+        "the spinner used {writing} s of CPU in 2 s of {i} sync writes (and {reading} s in 1 s of reads)"
+    );
+}

@@ -7,6 +7,7 @@
 //! write path. A [`HistogramSnapshot`] is what a monitoring scrape reads.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Most bounds a [`Histogram`] may have (one more bucket holds the values
@@ -139,6 +140,8 @@ pub(crate) struct WriteMetrics {
     pub fsync: Histogram,
     /// Requests in each batch written to the log with one write.
     pub batch: Histogram,
+    /// fdatasyncs of the log, started and ended.
+    pub syncs: LogSyncs,
 }
 
 impl Default for WriteMetrics {
@@ -146,16 +149,22 @@ impl Default for WriteMetrics {
         WriteMetrics {
             fsync: Histogram::new(LATENCY_BOUNDS_NS),
             batch: Histogram::new(BATCH_BOUNDS),
+            syncs: LogSyncs::default(),
         }
     }
 }
 
 impl WriteMetrics {
-    /// Runs `sync` (an fdatasync of the log) and records how long it took.
+    /// Runs `sync` (an fdatasync of the log), counted in
+    /// [`WriteMetrics::syncs`], and records how long it
+    /// took.
     #[inline]
     pub fn timed_fsync<T>(&self, sync: impl FnOnce() -> T) -> T {
         let start = Instant::now();
-        let r = sync();
+        let r = {
+            let _running = self.syncs.enter();
+            sync()
+        };
         self.fsync.observe_duration(start.elapsed());
         r
     }
@@ -164,6 +173,57 @@ impl WriteMetrics {
     #[inline]
     pub fn observe_batch(&self, requests: usize) {
         self.batch.observe(requests as u64);
+    }
+}
+
+/// The log's fdatasyncs as they start and end, readable from any thread
+/// without the database (see [`crate::Db::log_syncs`]). A server can use
+/// it to stay out of the disk's way: its keep-awake spinner parks while a
+/// sync runs, and is not kept awake for a turn that synced.
+///
+/// Ordering: both counts move with `SeqCst`, `started` before a sync
+/// starts and `ended` after it returned, so a thread that stores a flag
+/// and then reads no sync running knows that any sync still to end will
+/// end after its flag was stored.
+#[derive(Debug, Clone, Default)]
+pub struct LogSyncs(Arc<SyncCounts>);
+
+#[derive(Debug, Default)]
+struct SyncCounts {
+    started: AtomicU64,
+    ended: AtomicU64,
+}
+
+impl LogSyncs {
+    /// fdatasyncs of the log started so far.
+    #[inline]
+    pub fn started(&self) -> u64 {
+        self.0.started.load(Ordering::SeqCst)
+    }
+
+    /// fdatasyncs of the log running now.
+    #[inline]
+    pub fn running(&self) -> u64 {
+        // `ended` first: read the other way, a sync that starts and ends
+        // in between would count as ended and not started.
+        let ended = self.0.ended.load(Ordering::SeqCst);
+        self.started().saturating_sub(ended)
+    }
+
+    /// Counts one sync as running until the guard drops (also on
+    /// unwinding).
+    fn enter(&self) -> SyncRunning<'_> {
+        self.0.started.fetch_add(1, Ordering::SeqCst);
+        SyncRunning(&self.0.ended)
+    }
+}
+
+/// One running sync of a [`LogSyncs`]: ends it when dropped.
+struct SyncRunning<'a>(&'a AtomicU64);
+
+impl Drop for SyncRunning<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -218,9 +278,11 @@ mod tests {
     fn timed_fsync_records_one_duration() {
         let m = WriteMetrics::default();
         let r = m.timed_fsync(|| {
+            assert_eq!((m.syncs.started(), m.syncs.running()), (1, 1));
             std::thread::sleep(Duration::from_millis(2));
             7
         });
+        assert_eq!((m.syncs.started(), m.syncs.running()), (1, 0));
         assert_eq!(r, 7);
         let s = m.fsync.snapshot();
         assert_eq!(s.count(), 1);

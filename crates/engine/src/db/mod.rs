@@ -826,6 +826,12 @@ impl Db {
         }
     }
 
+    /// A handle on the counts of the log's fdatasyncs (started, running);
+    /// it stays valid after the database closed.
+    pub fn log_syncs(&self) -> metrics::LogSyncs {
+        self.inner.shared.metrics.syncs.clone()
+    }
+
     /// Syncs the log, stops background work and releases the directory
     /// lock (the database can be reopened at once, even while clones of
     /// this handle exist). Later calls on any clone return
