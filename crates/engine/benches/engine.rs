@@ -210,5 +210,59 @@ fn bench_get_with(c: &mut Criterion, group: &str, cache_size: Option<usize>) {
     db.close().expect("close");
 }
 
-criterion_group!(benches, bench_put, bench_get);
+/// Point lookups in one table through the block cache (what a read that
+/// misses the memtable and the value cache, the flush's look at each
+/// key's older version and blob collection's liveness check cost, before
+/// any blob read): 20,000 keys with blob pointers, every key looked up
+/// once, plus as many absent keys (most stop at the bloom filter).
+fn bench_table_get(c: &mut Criterion) {
+    use escabelo_engine::fs::{FsRef, RealFs};
+    use escabelo_engine::table::{BlockCache, SeqRange, Table, TableBuilder};
+    use escabelo_engine::types::{BlobRef, Value};
+    use std::sync::Arc;
+
+    const KEYS: usize = 20_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("000001.sst");
+    let fs: FsRef = Arc::new(RealFs);
+    let mut b = TableBuilder::create(&fs, &path, 1).expect("create");
+    b.note_seqs(SeqRange { min: 1, max: 1 });
+    for i in 0..KEYS {
+        let r = BlobRef {
+            file: 9,
+            offset: i as u64 * 7_000,
+            len: 7_000,
+            checksum: i as u32,
+        };
+        b.add(&key(i), &Value::Blob(r)).expect("add");
+    }
+    b.finish().expect("finish");
+    let cache = Arc::new(BlockCache::new(64 << 20));
+    let t = Table::open_cached(&fs, &path, 1, cache).expect("open");
+    let present: Vec<Vec<u8>> = (0..KEYS).map(key).collect();
+    let absent: Vec<Vec<u8>> = (0..KEYS).map(|i| [&key(i)[..], b"-"].concat()).collect();
+
+    let mut g = c.benchmark_group("table_get");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    g.throughput(Throughput::Elements(KEYS as u64));
+    g.bench_function("present", |b| {
+        b.iter(|| {
+            for k in &present {
+                assert!(t.get(k).expect("get").is_some());
+            }
+        })
+    });
+    g.bench_function("absent", |b| {
+        b.iter(|| {
+            for k in &absent {
+                assert!(t.get(k).expect("get").is_none());
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_put, bench_get, bench_table_get);
 criterion_main!(benches);

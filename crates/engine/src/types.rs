@@ -131,6 +131,18 @@ impl Value {
         }
     }
 
+    /// Moves `d` past what [`Value::encode_into`] wrote, checking it as
+    /// [`Value::decode`] would, without building the value (a table
+    /// block's seek passes over entries this way).
+    pub fn skip(d: &mut Decoder<'_>) -> Option<()> {
+        match d.u8()? {
+            KIND_INLINE => d.length_prefixed().map(|_| ()),
+            KIND_TOMBSTONE => Some(()),
+            KIND_BLOB => BlobRef::decode(d).map(|_| ()),
+            _ => None,
+        }
+    }
+
     /// Like [`Value::decode`], but `d` must decode `buf`, and inline values
     /// become zero-copy slices of `buf`.
     pub fn decode_shared(d: &mut Decoder<'_>, buf: &Bytes) -> Option<Value> {

@@ -174,9 +174,12 @@ pub(crate) struct BlockIter {
 }
 
 impl BlockIter {
-    /// Decodes the entry at `self.pos`, checking it sorts after the
-    /// previous one. `Ok(None)` at the end of the block.
-    fn decode_next(&mut self, path: &Path) -> Result<Option<(Bytes, Value)>> {
+    /// Decodes the key of the entry at `self.pos` into `self.key`,
+    /// checking it sorts after the previous one, and moves past its value
+    /// without building it; returns where the value starts (`Ok(None)` at
+    /// the end of the block). A seek passes over entries this way, so only
+    /// the entry it stops at costs a key copy and a value.
+    fn advance(&mut self, path: &Path) -> Result<Option<usize>> {
         let end = self.block.entries_end;
         if self.pos >= end {
             return Ok(None);
@@ -204,10 +207,37 @@ impl BlockIter {
         }
         self.key.truncate(shared);
         self.key.extend_from_slice(suffix);
-        let value =
-            Value::decode_shared(&mut d, &self.block.data).ok_or_else(|| bad("malformed value"))?;
+        let value_at = d.position();
+        Value::skip(&mut d).ok_or_else(|| bad("malformed value"))?;
         self.pos = d.position();
-        Ok(Some((Bytes::copy_from_slice(&self.key), value)))
+        Ok(Some(value_at))
+    }
+
+    /// The value that starts at `value_at` (as [`BlockIter::advance`]
+    /// returned it).
+    fn value_at(&self, value_at: usize, path: &Path) -> Result<Value> {
+        let bad = || {
+            Error::corruption(
+                path,
+                self.block.file_offset + value_at as u64,
+                "malformed value",
+            )
+        };
+        let mut d = Decoder::new(&self.block.data[..self.block.entries_end]);
+        d.bytes(value_at).ok_or_else(bad)?;
+        Value::decode_shared(&mut d, &self.block.data).ok_or_else(bad)
+    }
+
+    /// Decodes the entry at `self.pos`, checking it sorts after the
+    /// previous one. `Ok(None)` at the end of the block.
+    fn decode_next(&mut self, path: &Path) -> Result<Option<(Bytes, Value)>> {
+        match self.advance(path)? {
+            Some(at) => Ok(Some((
+                Bytes::copy_from_slice(&self.key),
+                self.value_at(at, path)?,
+            ))),
+            None => Ok(None),
+        }
     }
 
     /// The next entry, `Ok(None)` at the end of the block.
@@ -221,15 +251,36 @@ impl BlockIter {
     /// Positions the iterator so that `next_entry` returns the first entry
     /// with a key `>= target`.
     pub fn seek(&mut self, target: &[u8], path: &Path) -> Result<()> {
+        self.peeked = match self.seek_at(target, path)? {
+            Some(at) => Some((Bytes::copy_from_slice(&self.key), self.value_at(at, path)?)),
+            None => None,
+        };
+        Ok(())
+    }
+
+    /// The value of the entry whose key is `target`, if the block holds
+    /// one (a point lookup: no key is copied). Leaves the iterator
+    /// positioned after that entry, or after the first one past `target`.
+    pub fn get(&mut self, target: &[u8], path: &Path) -> Result<Option<Value>> {
         self.peeked = None;
+        match self.seek_at(target, path)? {
+            Some(at) if self.key == target => Ok(Some(self.value_at(at, path)?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Moves to the first entry with a key `>= target`, whose key is then
+    /// in `self.key`; returns where its value starts (`None`: every key
+    /// is smaller). `self.pos` is past that entry.
+    fn seek_at(&mut self, target: &[u8], path: &Path) -> Result<Option<usize>> {
         // Last restart point whose key is < target (or the first one).
         let (mut lo, mut hi) = (0usize, self.block.restarts.len());
         while hi - lo > 1 {
             let mid = lo + (hi - lo) / 2;
             self.pos = self.block.restarts[mid] as usize;
             self.key.clear();
-            match self.decode_next(path)? {
-                Some((k, _)) if k.as_ref() < target => lo = mid,
+            match self.advance(path)? {
+                Some(_) if self.key.as_slice() < target => lo = mid,
                 Some(_) => hi = mid,
                 None => {
                     return Err(Error::corruption(
@@ -242,12 +293,75 @@ impl BlockIter {
         }
         self.pos = self.block.restarts[lo] as usize;
         self.key.clear();
-        while let Some((k, v)) = self.decode_next(path)? {
-            if k.as_ref() >= target {
-                self.peeked = Some((k, v));
-                break;
+        while let Some(at) = self.advance(path)? {
+            if self.key.as_slice() >= target {
+                return Ok(Some(at));
             }
         }
-        Ok(())
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::BlobRef;
+
+    /// A block of `n` entries with keys `k0000`, `k0002`, ... (even
+    /// numbers, so odd ones fall between), values of every kind.
+    fn block(n: usize) -> (Block, Vec<(Vec<u8>, Value)>) {
+        let mut b = BlockBuilder::default();
+        let mut entries = Vec::new();
+        for i in 0..n {
+            let key = format!("k{:04}", i * 2).into_bytes();
+            let value = match i % 3 {
+                0 => Value::Tombstone,
+                1 => Value::Blob(BlobRef {
+                    file: i as u64,
+                    offset: 7,
+                    len: 9,
+                    checksum: 1,
+                }),
+                _ => Value::Inline(Bytes::from(format!("v{i}"))),
+            };
+            b.add(&key, &value);
+            entries.push((key, value));
+        }
+        let mut out = Vec::new();
+        b.finish_into(&mut out);
+        let block = Block::parse(Bytes::from(out), Path::new("t"), 0).unwrap();
+        (block, entries)
+    }
+
+    #[test]
+    fn a_point_lookup_finds_each_key_and_nothing_between() {
+        let path = Path::new("t");
+        // One entry, one restart interval exactly, and several intervals.
+        for n in [1, RESTART_INTERVAL, RESTART_INTERVAL * 5 + 3] {
+            let (block, entries) = block(n);
+            for (i, (key, value)) in entries.iter().enumerate() {
+                let mut it = block.clone().iter();
+                assert_eq!(
+                    it.get(key, path).unwrap().as_ref(),
+                    Some(value),
+                    "n {n} key {i}"
+                );
+                // Between this key and the next, and a prefix of it.
+                let between = format!("k{:04}", i * 2 + 1).into_bytes();
+                assert_eq!(block.clone().iter().get(&between, path).unwrap(), None);
+                assert_eq!(block.clone().iter().get(&key[..3], path).unwrap(), None);
+                // A seek stops at the same entry a lookup finds.
+                let mut it = block.clone().iter();
+                it.seek(key, path).unwrap();
+                let (k, v) = it.next_entry(path).unwrap().unwrap();
+                assert_eq!((&k[..], &v), (&key[..], value));
+            }
+            assert_eq!(block.clone().iter().get(b"a", path).unwrap(), None);
+            assert_eq!(block.clone().iter().get(b"z", path).unwrap(), None);
+            // After the last key, a seek finds nothing.
+            let mut it = block.clone().iter();
+            it.seek(b"z", path).unwrap();
+            assert!(it.next_entry(path).unwrap().is_none());
+        }
     }
 }

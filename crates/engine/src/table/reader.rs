@@ -189,12 +189,7 @@ impl Table {
         if i >= self.index.len() {
             return Ok(None);
         }
-        let mut it = self.cached_data_block(i)?.iter();
-        it.seek(key, &self.path)?;
-        match it.next_entry(&self.path)? {
-            Some((k, v)) if k.as_ref() == key => Ok(Some(v)),
-            _ => Ok(None),
-        }
+        self.cached_data_block(i)?.iter().get(key, &self.path)
     }
 
     /// An iterator positioned before the first entry.
