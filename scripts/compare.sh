@@ -18,7 +18,11 @@
 #          (redis-none, Redis without persistence, may be added; so may
 #          escabelo-os-b and escabelo-sync-b: a second Escabelo build or
 #          setting, ESCABELO_B_BIN started with ESCABELO_B_FLAGS, to compare
-#          two of them in the same alternating run)
+#          two of them in the same alternating run; and go-seed: the
+#          original Go server, GO_SEED_BIN, as scripts/build-go-seed.sh
+#          builds it, spoken to in the text protocol; it has no bind flag
+#          and listens on every interface, and its live data is not
+#          measured, since that takes the Redis protocol)
 #   VALUE_SIZE [0] (0: the challenge's size bands; N: every value N bytes)
 #   ESCABELO_PROTOCOL [text] protocol spoken to Escabelo (text or resp;
 #          Redis is always spoken to in RESP)
@@ -29,6 +33,7 @@
 #   BASE_PORT [17380]  ESCABELO_BIN [target/release/escabelo]
 #   BENCH_BIN [target/release/escabelo-bench]  REDIS_BIN [redis-server]
 #   ESCABELO_B_BIN [ESCABELO_BIN]  ESCABELO_B_FLAGS [""] (for the -b setups)
+#   GO_SEED_BIN [target/go-seed/escabelo-go] (for go-seed)
 #   KEEP_TMP [0] (1 keeps the temp directory)  SKIP_BUILD [0] (1: no cargo build)
 #
 # Figures, per phase and setup (server figures are sampled just before and
@@ -71,6 +76,7 @@ BENCH_BIN=${BENCH_BIN:-target/release/escabelo-bench}
 REDIS_BIN=${REDIS_BIN:-redis-server}
 ESCABELO_B_BIN=${ESCABELO_B_BIN:-$ESCABELO_BIN}
 ESCABELO_B_FLAGS=${ESCABELO_B_FLAGS:-}
+GO_SEED_BIN=${GO_SEED_BIN:-target/go-seed/escabelo-go}
 KEEP_TMP=${KEEP_TMP:-0}
 SKIP_BUILD=${SKIP_BUILD:-0}
 
@@ -88,6 +94,8 @@ for s in $SETUPS; do
     case "$s" in
         escabelo-os|escabelo-sync|escabelo-os-b|escabelo-sync-b) ;;
         redis-everysec|redis-always|redis-none) ;;
+        go-seed) [[ -x "$GO_SEED_BIN" ]] \
+            || die "missing $GO_SEED_BIN (the Go server: scripts/build-go-seed.sh builds it)" ;;
         *) die "unknown setup '$s'" ;;
     esac
 done
@@ -227,6 +235,9 @@ start_server() {
             "$REDIS_BIN" --port "$port" --bind 127.0.0.1 --dir "$dir" --daemonize no \
                 --save "" --appendonly no --logfile "$logf" &
             ;;
+        go-seed)
+            "$GO_SEED_BIN" -port "$port" -data-dir "$dir" >"$logf" 2>&1 &
+            ;;
     esac
     SERVER_PID=$!
     wait_for_port "$port" "$SERVER_PID"
@@ -342,6 +353,8 @@ for round in $(seq 1 "$ROUNDS"); do
         proto=$ESCABELO_PROTOCOL
         if [[ "$setup" == redis-* ]]; then
             proto=resp
+        elif [[ "$setup" == go-seed ]]; then
+            proto=text
         fi
         if ! start_server "$setup" "$port" "$dir" "$base/server.log"; then
             log "$setup: server did not start (log: $(tail -n 3 "$base/server.log" 2>/dev/null | tr '\n' ' '))"
@@ -366,7 +379,10 @@ for round in $(seq 1 "$ROUNDS"); do
             run_phase "$setup" "$round" "$phase" "$port" "$proto" \
                 "${args[@]}" --assume-preloaded --duration "$DURATION"
         done
-        live=$(live_bytes "$port" || echo "")
+        live=""
+        if [[ "$setup" != go-seed ]]; then
+            live=$(live_bytes "$port" || echo "")
+        fi
         record_disk() {
             python3 -c 'import json,sys
 s, r, p, d, l = sys.argv[1:]
