@@ -251,6 +251,7 @@ impl BlockIter {
     /// Positions the iterator so that `next_entry` returns the first entry
     /// with a key `>= target`.
     pub fn seek(&mut self, target: &[u8], path: &Path) -> Result<()> {
+        self.peeked = None;
         self.peeked = match self.seek_at(target, path)? {
             Some(at) => Some((Bytes::copy_from_slice(&self.key), self.value_at(at, path)?)),
             None => None,

@@ -39,7 +39,8 @@
 //! sync runs, and only [`note`] moves `UNTIL_NS` forward;
 //! a [`note`] that finds the spinner parked unparks it. Both sides use
 //! `SeqCst` (the spinner stores `PARKED`, then looks at the window and
-//! the pause again; a note stores the window, then looks at `PARKED`), so
+//! the log's syncs again; a note stores the window, then looks at
+//! `PARKED`), so
 //! a note racing with the spinner going to sleep is seen by one or the
 //! other. The same holds for a sync that ends while the spinner parks:
 //! the sync's end is followed by the loop's next note (the engine's
@@ -123,8 +124,10 @@ impl Disk for escabelo_engine::LogSyncs {
 /// Both are looked at often (one or two atomic loads each). Only the
 /// first call takes effect.
 pub fn watch_disk(disk: impl Disk) {
-    SYNCS_SEEN.store(disk.syncs_started(), Ordering::Relaxed);
-    let _ = DISK.set(Box::new(disk));
+    let seen = disk.syncs_started();
+    if DISK.set(Box::new(disk)).is_ok() {
+        SYNCS_SEEN.store(seen, Ordering::Relaxed);
+    }
 }
 
 fn syncing() -> bool {
