@@ -124,12 +124,12 @@ def main():
 
     esc = [s for s in setups if s.startswith("escabelo")]
     # What Escabelo is measured against: Redis, and the original Go server.
-    red = [s for s in setups if s.startswith("redis") or s == "go-seed"]
-    pairs = [p for p in PAIRS_FIRST if p[0] in esc and p[1] in red]
-    pairs += [(e, r) for e in esc for r in red if (e, r) not in pairs]
+    refs = [s for s in setups if s.startswith("redis") or s == "go-seed"]
+    pairs = [p for p in PAIRS_FIRST if p[0] in esc and p[1] in refs]
+    pairs += [(e, r) for e in esc for r in refs if (e, r) not in pairs]
     if pairs:
         out += [
-            "## ratios, Escabelo / Redis" + (" or the Go server" if "go-seed" in red else ""),
+            "## ratios, Escabelo / Redis" + (" or the Go server" if "go-seed" in refs else ""),
             "",
             "Median over rounds of the same-round ratio. ops/s: above 1 is better "
             "for Escabelo; the rest: below 1 is better. The pairs that matter come "

@@ -911,9 +911,9 @@ fn thread_cpu_seconds(srv: &Server, name: &str) -> Option<f64> {
 /// the keep-awake spinner parks while the log syncs and is not woken by
 /// a turn that synced, so a lone sync writer costs it (nearly) nothing,
 /// while reads still wake it (how much they did is only reported: an
-/// idle-class thread may get no CPU at all on a loaded machine). Spinning through the syncs had cost 300 µs
-/// of CPU per write and slowed the writes (docs/performance.md, fifteenth
-/// pass).
+/// idle-class thread may get no CPU at all on a loaded machine).
+/// Spinning through the syncs had cost 300 µs of CPU per write and slowed
+/// the writes (docs/performance.md, fifteenth pass).
 #[test]
 fn a_lone_sync_writer_does_not_keep_the_spinner_busy() {
     let (srv, _mport) = start_with_metrics(&[

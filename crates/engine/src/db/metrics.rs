@@ -156,8 +156,7 @@ impl Default for WriteMetrics {
 
 impl WriteMetrics {
     /// Runs `sync` (an fdatasync of the log), counted in
-    /// [`WriteMetrics::syncs`], and records how long it
-    /// took.
+    /// [`WriteMetrics::syncs`], and records how long it took.
     #[inline]
     pub fn timed_fsync<T>(&self, sync: impl FnOnce() -> T) -> T {
         let start = Instant::now();

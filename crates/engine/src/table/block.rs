@@ -252,10 +252,10 @@ impl BlockIter {
     /// with a key `>= target`.
     pub fn seek(&mut self, target: &[u8], path: &Path) -> Result<()> {
         self.peeked = None;
-        self.peeked = match self.seek_at(target, path)? {
-            Some(at) => Some((Bytes::copy_from_slice(&self.key), self.value_at(at, path)?)),
-            None => None,
-        };
+        if let Some(at) = self.seek_at(target, path)? {
+            let value = self.value_at(at, path)?;
+            self.peeked = Some((Bytes::copy_from_slice(&self.key), value));
+        }
         Ok(())
     }
 

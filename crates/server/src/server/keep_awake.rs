@@ -36,12 +36,11 @@
 //! gain (fifteenth pass).
 //!
 //! Invariant: the spinner spins only while `now < UNTIL_NS` and no log
-//! sync runs, and only [`note`] moves `UNTIL_NS` forward;
-//! a [`note`] that finds the spinner parked unparks it. Both sides use
-//! `SeqCst` (the spinner stores `PARKED`, then looks at the window and
-//! the log's syncs again; a note stores the window, then looks at
-//! `PARKED`), so
-//! a note racing with the spinner going to sleep is seen by one or the
+//! sync runs, and only [`note`] moves `UNTIL_NS` forward; a [`note`]
+//! that finds the spinner parked unparks it. Both sides use `SeqCst`
+//! (the spinner stores `PARKED`, then looks at the window and the log's
+//! syncs again; a note stores the window, then looks at `PARKED`), so a
+//! note racing with the spinner going to sleep is seen by one or the
 //! other. The same holds for a sync that ends while the spinner parks:
 //! the sync's end is followed by the loop's next note (the engine's
 //! counts are `SeqCst` too).
@@ -149,7 +148,8 @@ fn idle() -> bool {
 }
 
 /// Notes a turn of the only client: the spinner spins for the window from
-/// now, unless the log synced since the last turn. Called by the loop serving it each time it would sleep.
+/// now, unless the log synced since the last turn. Called by the loop
+/// serving it each time it would sleep.
 #[inline]
 pub fn note() {
     let w = WINDOW_NS.load(Ordering::Relaxed);
@@ -210,6 +210,19 @@ fn run() {
 mod tests {
     use super::*;
 
+    /// Waits until `cond` holds, failing with `what` after 10 s.
+    fn wait_until(cond: impl Fn() -> bool, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn parked() -> bool {
+        PARKED.load(Ordering::SeqCst)
+    }
+
     /// The one test of this process-wide state (only `main` starts it
     /// otherwise), so nothing else moves the window meanwhile.
     #[test]
@@ -253,23 +266,16 @@ mod tests {
             assert!(Instant::now() < deadline, "policy stays {policy}");
             std::thread::sleep(Duration::from_millis(10));
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !PARKED.load(Ordering::SeqCst) {
-            assert!(Instant::now() < deadline, "never parked with nothing noted");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while PARKED.load(Ordering::SeqCst) {
-            assert!(Instant::now() < deadline, "a note did not wake the spinner");
-            note();
-            std::thread::sleep(Duration::from_micros(100));
-        }
+        wait_until(parked, "never parked with nothing noted");
+        wait_until(
+            || {
+                note();
+                !parked()
+            },
+            "a note did not wake the spinner",
+        );
         // No note for the window (2 ms): it parks again.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !PARKED.load(Ordering::SeqCst) {
-            assert!(Instant::now() < deadline, "never parked after the window");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        wait_until(parked, "never parked after the window");
         assert!(!spinning());
         // A sync parks it although the window is still open (a minute,
         // so that without the sync it would not park within the test's
@@ -289,18 +295,10 @@ mod tests {
         watch_disk(TestDisk);
         WINDOW_NS.store(60_000_000_000, Ordering::Relaxed);
         note();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while PARKED.load(Ordering::SeqCst) {
-            assert!(Instant::now() < deadline, "a note did not wake the spinner");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        wait_until(|| !parked(), "a note did not wake the spinner");
         STARTED.fetch_add(1, Ordering::SeqCst);
         RUNNING.store(true, Ordering::SeqCst);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !PARKED.load(Ordering::SeqCst) {
-            assert!(Instant::now() < deadline, "spins through a sync");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        wait_until(parked, "spins through a sync");
         RUNNING.store(false, Ordering::SeqCst);
         UNTIL_NS.store(0, Ordering::SeqCst);
         note();
@@ -310,24 +308,10 @@ mod tests {
             "kept awake by a turn that synced"
         );
         note();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while PARKED.load(Ordering::SeqCst) {
-            assert!(
-                Instant::now() < deadline,
-                "a turn without a sync did not wake it"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        wait_until(|| !parked(), "a turn without a sync did not wake it");
         // Close the window at once.
         UNTIL_NS.store(0, Ordering::SeqCst);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !PARKED.load(Ordering::SeqCst) {
-            assert!(
-                Instant::now() < deadline,
-                "never parked once the window closed"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        wait_until(parked, "never parked once the window closed");
         // Off: a note neither spins nor wakes anything.
         start(0).unwrap();
         note();
