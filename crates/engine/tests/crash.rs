@@ -511,3 +511,62 @@ fn txn_writes_survive_a_crash_all_or_none() {
         }
     }
 }
+
+/// Regression test: blob collection dropped a file whose records were all
+/// dead without syncing the log first. A record is dead because its key
+/// has a newer write; in `os` mode that write may not be durable yet, and
+/// a power cut after the manifest edit left the key pointing into the
+/// removed file (`crash_os_power_loss_after_sync` found it once, seed
+/// 5932205928080956018). The sync thread here waits an hour, so only the
+/// collection's own sync can make the newer writes durable.
+#[test]
+fn blob_collection_that_moves_nothing_syncs_before_it_drops_the_file() {
+    with_timeout(60, "collection without moves", || {
+        let fs = MemFs::new();
+        let mut o = small_options(&fs, Durability::Os);
+        o.wal_sync_interval = std::time::Duration::from_secs(3600);
+        o.blob_gc_background = false;
+        o.blob_gc_threshold = 0.4;
+        o.blob_gc_idle_threshold = 0.4;
+        let value = |i: usize, gen: u64| make_value(&key(i), gen, 2 * BLOB_THRESHOLD);
+        let db = Db::open(o.clone()).unwrap();
+        for i in 0..10 {
+            db.put(key(i).as_bytes(), &value(i, 0)).unwrap();
+        }
+        db.flush().unwrap();
+        // Half of the first blob file becomes garbage, counted by a flush.
+        for i in 0..5 {
+            db.put(key(i).as_bytes(), &value(i, 1)).unwrap();
+        }
+        db.flush().unwrap();
+        // The other half dies to writes only the memtable and the unsynced
+        // log hold: the collection finds nothing live and moves nothing.
+        for i in 5..10 {
+            db.put(key(i).as_bytes(), &value(i, 2)).unwrap();
+        }
+        let before = db.stats().blob_gcs;
+        db.compact().unwrap();
+        assert!(
+            db.stats().blob_gcs > before,
+            "the first blob file was not collected"
+        );
+        let after = fs.crash(CrashMode::PowerLoss);
+        drop(db);
+        let mut o2 = o.clone();
+        o2.fs = Arc::new(after);
+        let db = Db::open(o2).unwrap();
+        for i in 0..10 {
+            let want = value(i, if i < 5 { 1 } else { 2 });
+            match db.get(key(i).as_bytes()) {
+                Ok(Some(v)) => assert!(
+                    v[..] == want[..],
+                    "{}: {} after the power cut, written {}",
+                    key(i),
+                    describe_value(&v),
+                    describe_value(&want)
+                ),
+                other => panic!("{}: {other:?} after the power cut", key(i)),
+            }
+        }
+    });
+}

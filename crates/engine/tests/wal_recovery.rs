@@ -86,8 +86,8 @@ fn logs(fs: &MemFs) -> Vec<PathBuf> {
 fn one_segment_options(fs: &MemFs, durability: Durability) -> Options {
     let mut o = small_options(fs, durability);
     o.memtable_size = 4 << 20;
-    // No sync thread round during a test (it also syncs when background
-    // work wakes it; nothing does in these short runs).
+    // No sync thread round during a test (it wakes only on its interval
+    // and at close).
     o.wal_sync_interval = Duration::from_secs(3600);
     o
 }

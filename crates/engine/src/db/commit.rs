@@ -903,10 +903,10 @@ pub(crate) fn start_syncer(shared: Arc<Shared>) -> Result<std::thread::JoinHandl
         .name("escabelo-sync".into())
         .spawn(move || {
             let interval = shared.opts.wal_sync_interval.max(Duration::from_millis(1));
-            let mut vs = shared.vs.lock();
+            let mut w = shared.sync_wait.lock();
             while !shared.shutdown.load(Ordering::Acquire) {
-                shared.bg_cv.wait_for(&mut vs, interval);
-                drop(vs);
+                shared.sync_cv.wait_for(&mut w, interval);
+                drop(w);
                 // The segment being written (frozen ones were synced when
                 // they were frozen).
                 let file = shared.wal_file.lock().clone();
@@ -921,7 +921,7 @@ pub(crate) fn start_syncer(shared: Arc<Shared>) -> Result<std::thread::JoinHandl
                     shared.set_fatal(format!("log sync failed: {e}"));
                 }
                 shared.counters.wal_syncs.fetch_add(1, Ordering::Relaxed);
-                vs = shared.vs.lock();
+                w = shared.sync_wait.lock();
             }
         })
         .map_err(|e| Error::io("spawn sync thread", e))

@@ -203,14 +203,9 @@ pub(crate) fn run(shared: &Arc<Shared>, commit: &CommitHandle, number: u64) -> R
     // Step 3: durable moves, then drop the old file. The log is synced even
     // when nothing moved: a record was judged dead because its key has a
     // newer write, which in `os` mode may not be durable yet; lost to a
-    // power cut, the key would point into the removed file again. (The
-    // sync used to come only with moves. Without it the log was still
-    // synced soon after, by the `os` sync thread, which wakes on every
-    // `bg_cv` notice of background work, so only a power cut between the
-    // manifest edit below and that sync lost the writes: a crash test once
-    // found a key pointing into a collected file after a power loss. A
-    // test that collects through `Db::compact` could not catch it, since
-    // the sync thread syncs during that call.)
+    // power cut, the key would point into the removed file again
+    // (regression test `blob_collection_that_moves_nothing_syncs_before_it_drops_the_file`
+    // in tests/crash.rs; the sync used to come only with moves).
     commit.control_wait(super::commit::Control::Sync)?;
     let mut edit = VersionEdit {
         deleted_blobs: vec![number],

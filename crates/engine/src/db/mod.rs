@@ -11,7 +11,8 @@
 //! - the **compaction thread** ([`crate::compaction`]) merges tables and
 //!   rewrites blob files with too much garbage ([`gc`]);
 //! - in `os` durability mode, the **sync thread** fdatasyncs the log every
-//!   `wal_sync_interval`.
+//!   `wal_sync_interval` (on its own wake-up, not on notices of background
+//!   work, so that a test controls when the log becomes durable).
 
 pub(crate) mod background;
 pub(crate) mod commit;
@@ -217,6 +218,13 @@ pub(crate) struct Shared {
     /// Signalled when a memtable is frozen, a flush or compaction ends, or
     /// on shutdown.
     pub bg_cv: Condvar,
+    /// The `os` sync thread's own wake-up, signalled only at shutdown: it
+    /// syncs on its interval, not on every notice of background work (which
+    /// would make the log durable at moments a test cannot control, and
+    /// hid a missing sync in blob collection; see `gc::run`).
+    pub sync_cv: Condvar,
+    /// The mutex `sync_cv` waits with.
+    pub sync_wait: Mutex<()>,
     pub cache: ValueCache,
     /// Data blocks of the tables, for point lookups.
     pub block_cache: Arc<crate::table::BlockCache>,
@@ -502,6 +510,12 @@ impl DbInner {
         self.commit.control_wait(commit::Control::Stop).ok();
         self.shared.shutdown.store(true, Ordering::Release);
         self.shared.wake_background();
+        {
+            // Under the mutex: the sync thread checks `shutdown` holding it
+            // before it waits, so the notice cannot fall between the two.
+            let _w = self.shared.sync_wait.lock();
+            self.shared.sync_cv.notify_all();
+        }
         let threads = std::mem::take(&mut *self.threads.lock());
         for t in threads {
             let _ = t.join();

@@ -270,6 +270,8 @@ pub(super) fn open(opts: Options) -> Result<Db> {
         sv: RwLock::new(sv),
         vs: Mutex::new(vs),
         bg_cv: Condvar::new(),
+        sync_cv: Condvar::new(),
+        sync_wait: Mutex::new(()),
         cache: ValueCache::new(cache_size),
         block_cache,
         seq: AtomicU64::new(seq),
